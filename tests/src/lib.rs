@@ -1,0 +1,58 @@
+//! The harness shared by skiff's end-to-end tests.
+//!
+//! `cargo xtask test` starts the real peers and hands their addresses to the tests through
+//! `SKIFF_TEST_*` environment variables. A test asks for its peer with [`peer`]: when the variable
+//! is missing it is skipped on a developer's machine, but under CI (`CI=true`) it fails loudly, so
+//! a missing peer never passes for green.
+
+/// The environment variable that names each peer's address (or file), set by `cargo xtask test`.
+pub mod env {
+    /// Path of an admin kubeconfig for the kube-apiserver peer.
+    pub const KUBECONFIG: &str = "SKIFF_TEST_KUBECONFIG";
+    /// `host:port` of the Kafka broker.
+    pub const KAFKA: &str = "SKIFF_TEST_KAFKA";
+    /// Base URL of the OpenSearch HTTP API.
+    pub const OPENSEARCH: &str = "SKIFF_TEST_OPENSEARCH";
+    /// `host:port` of the Beats (lumberjack v2) server.
+    pub const BEATS: &str = "SKIFF_TEST_BEATS";
+    /// NDJSON file where the Beats server writes every event it acknowledged.
+    pub const BEATS_OUTPUT: &str = "SKIFF_TEST_BEATS_OUTPUT";
+    /// Path of the GeoLite2 City database.
+    pub const GEOIP_CITY: &str = "SKIFF_TEST_GEOIP_CITY";
+    /// Path of the GeoLite2 ASN database.
+    pub const GEOIP_ASN: &str = "SKIFF_TEST_GEOIP_ASN";
+}
+
+/// Whether this run is CI's, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The value of a peer's environment variable, or `None` (with a note on stderr) when the peer
+/// is not running and this is not CI.
+///
+/// # Panics
+/// Under CI when the variable is unset: a missing peer must fail the run, naming the peer.
+pub fn peer(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if in_ci() => panic!(
+            "peer {what} is missing: {var} is not set (run the tests through `cargo xtask test`)"
+        ),
+        _ => {
+            eprintln!("skipping: peer {what} is not running ({var} unset; `cargo xtask peers up`)");
+            None
+        }
+    }
+}
+
+/// Like [`peer`], for a test that returns early when the peer is absent.
+#[macro_export]
+macro_rules! require_peer {
+    ($var:expr, $what:expr) => {
+        match $crate::peer($var, $what) {
+            Some(value) => value,
+            None => return,
+        }
+    };
+}

@@ -1,0 +1,3 @@
+use anyhow::Result;
+use std::path::Path;
+pub fn demo(_root: &Path) -> Result<()> { anyhow::bail!("todo") }
