@@ -56,3 +56,29 @@ macro_rules! require_peer {
         }
     };
 }
+
+/// Figures of whole-pipeline benchmarks, for `cargo xtask bench`.
+pub mod bench {
+    /// Adds `figures` (metric name → number) to the JSON object in the file that
+    /// `cargo xtask bench` names in `SKIFF_BENCH_OUT`, and prints them.
+    pub fn report(figures: &[(&str, f64)]) {
+        for (metric, value) in figures {
+            println!("{metric}: {value:.3}");
+        }
+        let Ok(path) = std::env::var("SKIFF_BENCH_OUT") else {
+            return;
+        };
+        let mut object: serde_json::Map<String, serde_json::Value> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        for (metric, value) in figures {
+            object.insert((*metric).to_string(), (*value).into());
+        }
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&object).expect("figures serialise"))
+            .unwrap_or_else(|err| panic!("writing {path}: {err}"));
+    }
+}

@@ -1,3 +1,25 @@
+//! `cargo xtask build`: the eBPF programs and release binaries of both programs.
+
+use crate::{cmd, toolchain};
 use anyhow::Result;
 use std::path::Path;
-pub fn release(_root: &Path) -> Result<()> { anyhow::bail!("todo") }
+use std::process::Command;
+
+pub fn release(root: &Path) -> Result<()> {
+    toolchain::build_ebpf(root)?;
+    cmd::run(Command::new("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "skiff-agent",
+        "--package",
+        "skiff-webhook",
+    ]))?;
+    let bin = root.join("target").join("release");
+    eprintln!(
+        "built {} and {}",
+        bin.join("skiff-agent").display(),
+        bin.join("skiff-webhook").display()
+    );
+    Ok(())
+}

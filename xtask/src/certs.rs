@@ -59,20 +59,33 @@ impl Ca {
 
     /// Issues a TLS server certificate for `dns_names` and IP addresses (given as strings).
     pub fn issue_server(&self, dir: &Path, file_name: &str, names: &[&str]) -> Result<Issued> {
-        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
         params.distinguished_name = name(names.first().copied().unwrap_or("skiff"), &[]);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         self.issue(dir, file_name, params)
     }
 
     /// Issues a TLS client certificate; Kubernetes reads the user from the CN and the groups
     /// from the O attributes.
-    pub fn issue_client(&self, dir: &Path, file_name: &str, user: &str, groups: &[&str]) -> Result<Issued> {
+    pub fn issue_client(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<Issued> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(user, groups);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         self.issue(dir, file_name, params)
     }
 

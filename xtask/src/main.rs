@@ -26,7 +26,11 @@ enum Task {
     /// Build the eBPF programs and release binaries of both programs.
     Build,
     /// Run the agent on a demo log folder and the webhook on https://127.0.0.1:8443.
-    Run,
+    Run {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// fmt, clippy, then every test with the real peers up (peers down afterwards).
     Test {
         /// Extra arguments handed to `cargo test` (after `--`).
@@ -63,7 +67,7 @@ fn main() -> Result<()> {
     match cli.task {
         Task::BuildEbpf => toolchain::build_ebpf(&root),
         Task::Build => build::release(&root),
-        Task::Run => run::demo(&root),
+        Task::Run { seconds } => run::demo(&root, seconds.map(std::time::Duration::from_secs)),
         Task::Test { cargo_args } => test::all(&root, &cargo_args),
         Task::E2e => test::e2e(&root),
         Task::Bench { name } => bench::run(&root, name.as_deref()),

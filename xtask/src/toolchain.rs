@@ -1,6 +1,107 @@
-//! Placeholder: the eBPF toolchain is being written.
-use anyhow::Result;
-use std::path::Path;
-pub fn build_ebpf(_root: &Path) -> Result<()> {
-    anyhow::bail!("not written yet")
+//! The eBPF toolchain: everything `aya-build` (run by `agent/build.rs`) needs to compile
+//! `agent-ebpf/` for `bpfel-unknown-none`, installed on demand so a fresh machine needs nothing
+//! by hand. Every step checks first, so a warm machine pays a few process spawns and no network.
+
+use crate::cmd;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The bpf-linker release, built against the system LLVM below.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// rustc 1.95 is built on LLVM 22: bpf-linker must read the bitcode it emits, so it links the
+/// same major version (Debian 12 ships it in bookworm-security; its default `llvm` is 14).
+const LLVM_MAJOR: u32 = 22;
+/// Headers and libraries bpf-linker's `llvm-sys` links against.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+/// Installs what is missing to build the eBPF programs: `rust-src` for the pinned toolchain (for
+/// `-Z build-std=core`), Debian's LLVM development files and bpf-linker. Idempotent.
+pub fn ensure_ebpf_toolchain() -> Result<()> {
+    ensure_rust_src(&cmd::workspace_root())?;
+    ensure_bpf_linker()
+}
+
+/// `cargo xtask build-ebpf`: installs the toolchain, then builds the agent, whose build script
+/// compiles the eBPF object exactly as every later `cargo build`/`cargo test` will reuse it.
+pub fn build_ebpf(root: &Path) -> Result<()> {
+    ensure_ebpf_toolchain()?;
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "--package", "skiff-agent"])
+            .current_dir(root),
+    )?;
+    eprintln!("eBPF programs built (agent/build.rs embeds them in skiff-agent)");
+    Ok(())
+}
+
+/// `rust-src` of the toolchain `rust-toolchain.toml` selects. rustup installs the components the
+/// file lists only together with a new toolchain, so an existing one may still lack it.
+fn ensure_rust_src(root: &Path) -> Result<()> {
+    let sysroot = cmd::output(
+        Command::new("rustc")
+            .args(["--print", "sysroot"])
+            .current_dir(root),
+    )?;
+    let core = PathBuf::from(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
+    if core.is_dir() {
+        return Ok(());
+    }
+    cmd::run(
+        Command::new("rustup")
+            .args(["component", "add", "rust-src"])
+            .current_dir(root),
+    )
+}
+
+/// bpf-linker [`BPF_LINKER_VERSION`] on the PATH (`~/.cargo/bin`), built against LLVM
+/// [`LLVM_MAJOR`] from Debian.
+fn ensure_bpf_linker() -> Result<()> {
+    if installed_bpf_linker().as_deref() == Some(BPF_LINKER_VERSION) {
+        return Ok(());
+    }
+    cmd::apt_install(APT_PACKAGES)?;
+    let llvm_bin = PathBuf::from(format!("/usr/lib/llvm-{LLVM_MAJOR}/bin"));
+    if !llvm_bin.join("llvm-config").is_file() {
+        bail!(
+            "{} is missing although {} are installed",
+            llvm_bin.join("llvm-config").display(),
+            APT_PACKAGES.join(" ")
+        );
+    }
+    // llvm-sys finds LLVM through the first `llvm-config` on the PATH.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(llvm_bin).chain(std::env::split_paths(&path)))
+        .context("cannot put the LLVM directory on the PATH")?;
+    cmd::run(
+        Command::new("cargo")
+            .args(["install", "--locked", "bpf-linker", "--version"])
+            .arg(BPF_LINKER_VERSION)
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{LLVM_MAJOR}"))
+            .env("PATH", path),
+    )?;
+    match installed_bpf_linker() {
+        Some(version) if version == BPF_LINKER_VERSION => Ok(()),
+        found => bail!(
+            "installed bpf-linker {BPF_LINKER_VERSION}, but the one on the PATH is {}: \
+             put ~/.cargo/bin first on the PATH",
+            found.as_deref().unwrap_or("missing")
+        ),
+    }
+}
+
+/// The version `bpf-linker --version` reports (`bpf-linker 0.13.0`), if it runs at all.
+fn installed_bpf_linker() -> Option<String> {
+    let out = Command::new("bpf-linker").arg("--version").output().ok()?;
+    let stdout = String::from_utf8(out.stdout).ok()?;
+    out.status
+        .success()
+        .then(|| stdout.split_whitespace().nth(1).map(str::to_owned))
+        .flatten()
 }

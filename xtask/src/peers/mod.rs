@@ -168,7 +168,11 @@ pub fn up(ctx: &Ctx, peers: &[Box<dyn Peer>]) -> Result<Vec<(&'static str, Strin
                 .with_context(|| format!("peer {name}: start failed"))?;
             wait_healthy(ctx, peer.as_ref())?;
         }
-        eprintln!("peer {name} {} up in {:.1?}", peer.version(), started.elapsed());
+        eprintln!(
+            "peer {name} {} up in {:.1?}",
+            peer.version(),
+            started.elapsed()
+        );
         env.extend(peer.env(ctx));
     }
     Ok(env)
@@ -247,13 +251,19 @@ fn pid_files(dir: &Path) -> Vec<(PathBuf, Pid)> {
 fn alive(pid: Pid) -> bool {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The state letter follows the parenthesised command name.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim().chars().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim().chars().next());
     matches!(state, Some(s) if s != 'Z' && s != 'X')
 }
 
 fn status(ctx: &Ctx, peers: &[Box<dyn Peer>]) -> Result<()> {
     for peer in peers {
-        let cached = if ctx.cache(peer.as_ref()).exists() { "cached" } else { "not built" };
+        let cached = if ctx.cache(peer.as_ref()).exists() {
+            "cached"
+        } else {
+            "not built"
+        };
         let running: Vec<String> = pid_files(&ctx.state_root.join(peer.name()))
             .into_iter()
             .filter(|(_, pid)| alive(*pid))
@@ -293,7 +303,9 @@ pub fn http_ok(url: &str) -> Result<String> {
 
 /// Whether something accepts TCP connections on `addr`.
 pub fn tcp_open(addr: &str) -> Result<()> {
-    let socket = addr.parse().with_context(|| format!("bad address {addr}"))?;
+    let socket = addr
+        .parse()
+        .with_context(|| format!("bad address {addr}"))?;
     std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(1))
         .with_context(|| format!("nothing listens on {addr}"))?;
     Ok(())
