@@ -59,8 +59,12 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 fn try_sys_enter_openat(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: the globals are plain integers; `read_volatile` keeps the compiler from folding
     // their compile-time zero, so the value set at load time is the one read.
-    let (filename_offset, flags_offset) =
-        unsafe { (read_volatile(&FILENAME_OFFSET), read_volatile(&FLAGS_OFFSET)) };
+    let (filename_offset, flags_offset) = unsafe {
+        (
+            read_volatile(&FILENAME_OFFSET),
+            read_volatile(&FLAGS_OFFSET),
+        )
+    };
     // SAFETY: user space checked both offsets against the tracepoint's format (8-byte fields).
     let filename: u64 = unsafe { ctx.read_at(filename_offset as usize)? };
     let filename = filename as *const core::ffi::c_void;

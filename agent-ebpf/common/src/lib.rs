@@ -14,6 +14,9 @@ pub const PREFIX_MAX: usize = 256;
 /// How many watched prefixes [`PREFIXES`] holds.
 pub const MAX_PREFIXES: u32 = 256;
 
+/// Name of the program attached to `syscalls:sys_enter_openat`.
+pub const SYS_ENTER_OPENAT: &str = "sys_enter_openat";
+
 /// Name of the LPM trie of watched prefixes (key: `aya::maps::lpm_trie::Key<[u8; PREFIX_MAX]>`
 /// whose length is in bits, value: `u8`, unused). User space writes each watched folder with a
 /// trailing `/`; the program sends only opens whose path starts with one of them.

@@ -1,5 +1,7 @@
 //! Finding the files to harvest.
 
+pub mod ebpf;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;

@@ -79,6 +79,7 @@ impl Peer for Kafka {
         if !data.join("meta.properties").exists() {
             let formatted = cmd::output(
                 self.java(ctx)
+                    .arg("-Dskiff.kafka.log.level=WARN")
                     .args(["kafka.tools.StorageTool", "format", "--config"])
                     .arg(&config)
                     .args(["--cluster-id", CLUSTER_ID]),
