@@ -24,9 +24,14 @@ fn main() -> Result<()> {
         .context("RUSTUP_TOOLCHAIN is unset: build through rustup's cargo")?;
     check_toolchain(&toolchain)?;
 
-    // `-Z build-std=core` on a stable toolchain, which aya-build passes on when it sees this.
     // SAFETY: the build script is single-threaded; nothing reads the environment concurrently.
-    unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
+    unsafe {
+        // `-Z build-std=core` on a stable toolchain; aya-build passes the flag when it sees this.
+        env::set_var("RUSTC_BOOTSTRAP", "1");
+        // aya-build relays the nested cargo's stderr as warnings: keep its progress lines out,
+        // its errors still come through.
+        env::set_var("CARGO_TERM_QUIET", "true");
+    }
     // aya-build runs `cargo build --package skiff-ebpf` in the current directory, and that
     // package is outside the host workspace (it builds only for the BPF target).
     env::set_current_dir(&ebpf_dir)

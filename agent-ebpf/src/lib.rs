@@ -1,3 +1,3 @@
-//! Empty on purpose, as in aya's template: the programs are the `skiff-ebpf` binary
-//! (`src/main.rs`), and this library target lets host tools resolve and check the package.
+//! Empty, as in aya's template (whose user-space crate build-depends on this library target):
+//! the programs are the `skiff-ebpf` binary, `src/main.rs`, built only for `bpfel-unknown-none`.
 #![no_std]

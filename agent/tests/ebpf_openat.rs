@@ -57,3 +57,34 @@ async fn opens_under_the_watched_folder_arrive_and_others_do_not() {
         panic!("unexpected event {more:?}");
     }
 }
+
+#[tokio::test]
+async fn a_burst_beyond_the_ring_is_counted_not_silently_lost() {
+    if !privileged() {
+        return;
+    }
+    // More than the channel (1,024) and the ring (about 2,000 records) hold while nobody reads.
+    const OPENS: u64 = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    File::create(&file).unwrap();
+    let mut watcher = EbpfWatcher::load(&[dir.path().to_path_buf()]).unwrap();
+    for _ in 0..OPENS {
+        File::open(&file).unwrap();
+    }
+
+    let (mut opened, mut lost) = (0, 0);
+    while opened + lost < OPENS {
+        match timeout(DEADLINE, watcher.next()).await {
+            Ok(Some(EbpfEvent::Opened(event))) => {
+                assert_eq!(event.path, file);
+                opened += 1;
+            }
+            Ok(Some(EbpfEvent::Lost(count))) => lost += count,
+            Ok(None) => panic!("the eBPF reader thread stopped"),
+            Err(_) => panic!("{opened} opens and {lost} lost reported of {OPENS}"),
+        }
+    }
+    assert_eq!(opened + lost, OPENS);
+    assert!(lost > 0, "the burst should have overflowed the ring");
+}

@@ -9,7 +9,10 @@ async fn bulk_indexed_documents_are_found_by_search() {
     let base = skiff_tests::require_peer!(skiff_tests::env::OPENSEARCH, "opensearch");
     let client = reqwest::Client::new();
     // A fresh index per run, so reruns against a long-lived peer do not see older documents.
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let index = format!("skiff-smoke-{nanos}");
 
     let docs = [
@@ -23,15 +26,17 @@ async fn bulk_indexed_documents_are_found_by_search() {
         body.push_str(&doc.to_string());
         body.push('\n');
     }
-    let response = client
+    let bulk: Value = client
         .post(format!("{base}/_bulk?refresh=true"))
         .header("content-type", "application/x-ndjson")
         .body(body)
         .send()
         .await
-        .expect("POST _bulk");
-    assert!(response.status().is_success(), "_bulk: {}", response.status());
-    let bulk: Value = response.json().await.expect("_bulk response is JSON");
+        .and_then(reqwest::Response::error_for_status)
+        .expect("POST _bulk")
+        .json()
+        .await
+        .expect("_bulk response is JSON");
     assert_eq!(bulk["errors"], false, "_bulk reported errors: {bulk:#}");
     let items = bulk["items"].as_array().expect("_bulk items");
     assert_eq!(items.len(), docs.len());
@@ -39,14 +44,16 @@ async fn bulk_indexed_documents_are_found_by_search() {
         assert_eq!(item["create"]["status"], 201, "item not created: {item:#}");
     }
 
-    let response = client
+    let found: Value = client
         .post(format!("{base}/{index}/_search"))
         .json(&json!({"query": {"match": {"message": "reset"}}}))
         .send()
         .await
-        .expect("POST _search");
-    assert!(response.status().is_success(), "_search: {}", response.status());
-    let found: Value = response.json().await.expect("_search response is JSON");
+        .and_then(reqwest::Response::error_for_status)
+        .expect("POST _search")
+        .json()
+        .await
+        .expect("_search response is JSON");
     let hits = found["hits"]["hits"].as_array().expect("search hits");
     assert_eq!(hits.len(), 1, "expected one hit: {found:#}");
     assert_eq!(hits[0]["_source"], docs[1]);

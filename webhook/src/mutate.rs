@@ -1,105 +1,313 @@
-//! The mutation of one Deployment: pure, no I/O, unit-tested without HTTP.
+//! The mutation of one Deployment: pure, no I/O (the cluster is read from caches through
+//! [`Cluster`]), unit-tested without HTTP.
 
-use crate::policy::Policy;
+use crate::cluster::Cluster;
+use crate::hpa;
+use crate::policy::{
+    Effective, LOG_FIELDS, LOG_FORMAT, LOG_TOPIC, LOGS, Policy,
+};
+use crate::resources::{self, Bounds};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use std::collections::BTreeMap;
 
 /// `skiff.dev/inject: "false"` on a Deployment leaves it alone.
 pub const INJECT: &str = "skiff.dev/inject";
-/// Pod-template annotation: ship this pod's logs.
-pub const LOGS: &str = "skiff.dev/logs";
 /// Pod-template annotation: the service name of the logs.
 pub const SERVICE: &str = "skiff.dev/service";
-/// Pod-template annotation: how the agent parses the lines.
-pub const LOG_FORMAT: &str = "skiff.dev/log-format";
+/// Pod-template annotation: production, staging, …
+pub const ENVIRONMENT: &str = "skiff.dev/environment";
+/// Deployment annotation: the hash of the effective policy applied. It marks the Deployments
+/// whose HPA the reconciler manages; it is not on the pod template, so a policy change does
+/// not restart pods.
+pub const POLICY_HASH: &str = "skiff.dev/policy-hash";
+/// The topology key of the spread constraint.
+const HOSTNAME: &str = "kubernetes.io/hostname";
+
+/// What [`mutate`] needs besides the Deployment.
+pub struct Context<'a> {
+    /// The request's namespace (a CREATE's object may not name it).
+    pub namespace: &'a str,
+    /// The live object on UPDATE.
+    pub old: Option<&'a Deployment>,
+    pub policy: &'a Policy,
+    /// The namespace's LimitRange constraints.
+    pub bounds: &'a Bounds,
+    /// A VerticalPodAutoscaler sets this Deployment's CPU or memory, so it gets no HPA.
+    pub vpa: Option<&'a str>,
+}
+
+/// The mutated Deployment, the policy it got, and what the user should hear about.
+pub struct Mutation {
+    pub deployment: Deployment,
+    pub effective: Effective,
+    pub warnings: Vec<String>,
+}
+
+/// How a review ended, the `result` label of the review metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Mutated: the response carries a patch.
+    Patched,
+    /// Covered by the policy, already as it wants it.
+    Unchanged,
+    /// Not ours: another kind, an excluded namespace, an opt-out, a DELETE.
+    Skipped,
+    /// Claims to be a Deployment but does not decode as one: denied.
+    Invalid,
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Patched => "patched",
+            Self::Unchanged => "unchanged",
+            Self::Skipped => "skipped",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// The answer to one review.
+pub struct Reviewed {
+    pub response: AdmissionResponse,
+    pub outcome: Outcome,
+    /// JSON Patch operations in the response.
+    pub operations: usize,
+}
 
 /// Answers one AdmissionReview request: a JSON Patch for Deployments the policy covers, an
 /// unchanged admission for everything else, a denial naming the problem for an object that
 /// claims to be a Deployment but does not decode as one.
-pub fn review(request: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionResponse {
+pub fn review(
+    request: &AdmissionRequest<DynamicObject>,
+    policy: &Policy,
+    cluster: &dyn Cluster,
+) -> Reviewed {
     let response = AdmissionResponse::from(request);
+    let skipped = |response| Reviewed {
+        response,
+        outcome: Outcome::Skipped,
+        operations: 0,
+    };
     let is_deployment = request.kind.group == "apps" && request.kind.kind == "Deployment";
     let namespace = request.namespace.as_deref().unwrap_or_default();
-    let Some(object) = request.object.as_ref() else {
-        return response;
+    let (Some(object), true, Operation::Create | Operation::Update) =
+        (request.object.as_ref(), is_deployment, &request.operation)
+    else {
+        return skipped(response);
     };
-    if !is_deployment || policy.excludes(namespace) {
-        return response;
+    if request.kind.version != "v1" {
+        let warning = format!("skiff: apps/{} is not apps/v1; left alone", request.kind.version);
+        return skipped(with_warnings(response, vec![warning]));
     }
-    let deployment: Deployment = match serde_json::to_value(object).and_then(serde_json::from_value) {
+    if policy.excludes(namespace) {
+        return skipped(response);
+    }
+    let deployment: Deployment = match serde_json::to_value(object).and_then(serde_json::from_value)
+    {
         Ok(deployment) => deployment,
-        Err(err) => return response.deny(format!("not a valid apps/v1 Deployment: {err}")),
+        Err(err) => {
+            return Reviewed {
+                response: response.deny(format!("not a valid apps/v1 Deployment: {err}")),
+                outcome: Outcome::Invalid,
+                operations: 0,
+            };
+        }
     };
     if annotation(&deployment, INJECT) == Some("false") {
-        return response;
+        return skipped(response);
     }
+    let old: Option<Deployment> = request
+        .old_object
+        .as_ref()
+        .and_then(|old| serde_json::from_value(serde_json::to_value(old).ok()?).ok());
+    let name = deployment.metadata.name.clone().unwrap_or_else(|| request.name.clone());
+    let limit_ranges = cluster.limit_ranges(namespace);
+    let bounds = Bounds::new(limit_ranges.iter().map(AsRef::as_ref));
+    let vpa = cluster.vpa_for(namespace, &name);
     // Both sides of the diff go through the typed Deployment, so the patch holds only what
     // `mutate` changed, never artefacts of (de)serialisation.
     let before = serde_json::to_value(&deployment).expect("a Deployment serialises");
-    let after = serde_json::to_value(mutate(deployment, policy)).expect("a Deployment serialises");
-    let patch = json_patch::diff(&before, &after);
-    if patch.0.is_empty() {
-        return response;
+    let context = Context {
+        namespace,
+        old: old.as_ref(),
+        policy,
+        bounds: &bounds,
+        vpa: vpa.as_deref(),
+    };
+    let Mutation {
+        deployment: mutated,
+        effective,
+        mut warnings,
+    } = mutate(deployment, &context);
+    if let Some(vpa) = &vpa {
+        warnings.push(format!(
+            "VerticalPodAutoscaler {vpa} sets CPU or memory of this Deployment: no HorizontalPodAutoscaler"
+        ));
     }
+    if request.dry_run {
+        warnings.extend(preview_hpa(&mutated, namespace, &name, &effective, vpa.is_some(), cluster));
+    }
+    let after = serde_json::to_value(&mutated).expect("a Deployment serialises");
+    let patch = json_patch::diff(&before, &after);
+    let response = with_warnings(response, warnings);
+    if patch.0.is_empty() {
+        return Reviewed {
+            response,
+            outcome: Outcome::Unchanged,
+            operations: 0,
+        };
+    }
+    let operations = patch.0.len();
     match response.clone().with_patch(patch) {
-        Ok(patched) => patched,
-        Err(err) => response.deny(format!("cannot encode the patch: {err}")),
+        Ok(patched) => Reviewed {
+            response: patched,
+            outcome: Outcome::Patched,
+            operations,
+        },
+        Err(err) => Reviewed {
+            response: response.deny(format!("cannot encode the patch: {err}")),
+            outcome: Outcome::Invalid,
+            operations: 0,
+        },
     }
 }
 
-/// The Deployment as the policy wants it. Values the user wrote are kept.
-pub fn mutate(mut deployment: Deployment, policy: &Policy) -> Deployment {
-    let name = deployment.metadata.name.clone().unwrap_or_default();
+/// The Deployment as the policy wants it. Values the user wrote are kept (unless the policy
+/// says `enforce`); a second run over the result changes nothing.
+pub fn mutate(mut deployment: Deployment, context: &Context) -> Mutation {
+    let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
+    let (effective, mut warnings) = context.policy.resolve(context.namespace, &annotations);
+    let autoscaled = effective.autoscaling.enabled && context.vpa.is_none();
+
+    // No fight with the HPA: an update keeps the replicas it chose.
+    if let Some(old) = context.old
+        && autoscaled
+        && annotation(old, POLICY_HASH).is_some()
+        && let Some(live) = old.spec.replicas
+        && deployment.spec.replicas != Some(live)
+    {
+        warnings.push(format!(
+            "spec.replicas kept at the live {live}: the HorizontalPodAutoscaler manages it"
+        ));
+        deployment.spec.replicas = Some(live);
+    }
+
+    let may_run_two = deployment.spec.replicas.unwrap_or(1) >= 2
+        || autoscaled && effective.autoscaling.max_replicas >= 2;
+    let selector = deployment.spec.selector.clone();
     let template = &mut deployment.spec.template;
     if let Some(pod) = template.spec.as_mut() {
         let init = pod.init_containers.iter_mut().flatten();
         for container in pod.containers.iter_mut().chain(init) {
-            fill_resources(container, policy);
+            resources::fill(container, &effective.resources, context.bounds, &mut warnings);
+        }
+        let spread = pod.topology_spread_constraints.get_or_insert_with(Vec::new);
+        if effective.spread && may_run_two && !spread.iter().any(|c| c.topology_key == HOSTNAME) {
+            spread.push(TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: HOSTNAME.into(),
+                when_unsatisfiable: "ScheduleAnyway".into(),
+                label_selector: Some(selector),
+                // Spread each rollout's pods on their own, not old and new together.
+                match_label_keys: Some(vec!["pod-template-hash".into()]),
+                ..TopologySpreadConstraint::default()
+            });
+        }
+        if spread.is_empty() {
+            pod.topology_spread_constraints = None;
         }
     }
-    let metadata = &mut template.metadata.get_or_insert_with(Default::default);
-    let service = metadata
-        .labels
-        .as_ref()
-        .and_then(|labels| labels.get("app.kubernetes.io/name"))
+
+    let metadata = template.metadata.get_or_insert_with(Default::default);
+    let service = annotations
+        .get(SERVICE)
+        .or_else(|| metadata.labels.as_ref()?.get("app.kubernetes.io/name"))
+        .or_else(|| deployment.metadata.labels.as_ref()?.get("app.kubernetes.io/name"))
         .cloned()
-        .unwrap_or(name);
-    let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
-    let logs = &policy.defaults.logs;
-    annotations.entry(LOGS.into()).or_insert_with(|| logs.enabled.to_string());
-    annotations.entry(SERVICE.into()).or_insert(service);
-    annotations.entry(LOG_FORMAT.into()).or_insert_with(|| logs.format.clone());
+        .or_else(|| deployment.metadata.name.clone())
+        .unwrap_or_default();
+    let pod_annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
+    // What the Deployment says explicitly beats the template; the template beats the policy.
+    let mut set = |key: &str, value: String| {
+        if annotations.contains_key(key) {
+            pod_annotations.insert(key.to_string(), value);
+        } else {
+            pod_annotations.entry(key.to_string()).or_insert(value);
+        }
+    };
+    let logs = &effective.logs;
+    set(LOGS, logs.enabled.to_string());
+    set(SERVICE, service);
+    set(ENVIRONMENT, effective.environment.clone());
+    set(LOG_FORMAT, logs.format.clone());
+    if let Some(topic) = &logs.topic {
+        set(LOG_TOPIC, topic.clone());
+    }
+    if !logs.fields.is_empty() {
+        set(
+            LOG_FIELDS,
+            serde_json::to_string(&logs.fields).expect("strings serialise"),
+        );
+    }
+
     deployment
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(POLICY_HASH.into(), effective.hash());
+    Mutation {
+        deployment,
+        effective,
+        warnings,
+    }
 }
 
-/// Fills the requests and limits the container lacks. A default limit is only added where
-/// the request is the policy's own too, so it can never fall below a request the user chose.
-fn fill_resources(container: &mut Container, policy: &Policy) {
-    let defaults = &policy.defaults.resources;
-    let resources = container.resources.get_or_insert_with(ResourceRequirements::default);
-    let requests = resources.requests.get_or_insert_with(BTreeMap::new);
-    let mut defaulted_requests = Vec::new();
-    for (name, quantity) in &defaults.requests {
-        if !requests.contains_key(name) {
-            requests.insert(name.clone(), Quantity(quantity.clone()));
-            defaulted_requests.push(name.as_str());
+/// A dry run's preview of what the reconciler would do to the HPA.
+fn preview_hpa(
+    deployment: &Deployment,
+    namespace: &str,
+    name: &str,
+    effective: &Effective,
+    vpa: bool,
+    cluster: &dyn Cluster,
+) -> Option<String> {
+    let existing = cluster.hpa(namespace, name);
+    let uid = deployment.metadata.uid.as_deref();
+    let ours = existing.as_ref().is_some_and(|h| hpa::owned_by(h, uid))
+        || annotation(deployment, hpa::ADOPT) == Some("true");
+    let wanted = effective.autoscaling.enabled && !vpa;
+    let mut deployment = deployment.clone();
+    deployment.metadata.namespace = Some(namespace.to_string());
+    let desired = hpa::describe(&hpa::desired(&deployment, effective));
+    let hpa = format!("HorizontalPodAutoscaler {namespace}/{name}");
+    match (wanted, existing) {
+        (true, None) => Some(format!("dry run: would create {hpa}: {desired}")),
+        (true, Some(current)) if ours => {
+            let current = hpa::describe(&current);
+            Some(if current == desired {
+                format!("dry run: {hpa} unchanged: {desired}")
+            } else {
+                format!("dry run: would change {hpa} from {current} to {desired}")
+            })
         }
+        (true, Some(_)) => Some(format!(
+            "dry run: {hpa} exists and is not skiff's: left alone (skiff.dev/adopt-hpa: \"true\" adopts it)"
+        )),
+        (false, Some(_)) if ours => Some(format!("dry run: would delete {hpa}")),
+        (false, _) => None,
     }
-    let user_requests: Vec<String> = requests
-        .keys()
-        .filter(|name| !defaulted_requests.contains(&name.as_str()))
-        .cloned()
-        .collect();
-    let limits = resources.limits.get_or_insert_with(BTreeMap::new);
-    for (name, quantity) in &defaults.limits {
-        if !limits.contains_key(name) && !user_requests.contains(name) {
-            limits.insert(name.clone(), Quantity(quantity.clone()));
-        }
+}
+
+fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
     }
+    response
 }
 
 fn annotation<'a>(deployment: &'a Deployment, key: &str) -> Option<&'a str> {
@@ -112,104 +320,4 @@ fn annotation<'a>(deployment: &'a Deployment, key: &str) -> Option<&'a str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::core::admission::AdmissionReview;
-    use serde_json::json;
-
-    fn deployment(extra_container: serde_json::Value) -> serde_json::Value {
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": "web", "namespace": "shop" },
-            "spec": {
-                "selector": { "matchLabels": { "app": "web" } },
-                "template": {
-                    "metadata": { "labels": { "app": "web" }, "annotations": { "team": "shop" } },
-                    "spec": { "containers": [ { "name": "app", "image": "nginx" }, extra_container ] }
-                }
-            }
-        })
-    }
-
-    fn request(object: serde_json::Value, namespace: &str) -> AdmissionRequest<DynamicObject> {
-        let review: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "0c8b1c2e-1111-2222-3333-444455556666",
-                "kind": { "group": "apps", "version": "v1", "kind": "Deployment" },
-                "resource": { "group": "apps", "version": "v1", "resource": "deployments" },
-                "requestKind": { "group": "apps", "version": "v1", "kind": "Deployment" },
-                "requestResource": { "group": "apps", "version": "v1", "resource": "deployments" },
-                "name": "web", "namespace": namespace, "operation": "CREATE",
-                "userInfo": { "username": "admin" },
-                "object": object, "oldObject": null, "dryRun": false, "options": null
-            }
-        }))
-        .unwrap();
-        review.try_into().unwrap()
-    }
-
-    fn mutated(object: serde_json::Value) -> Deployment {
-        mutate(serde_json::from_value(object).unwrap(), &Policy::default())
-    }
-
-    #[test]
-    fn fills_missing_resources_and_keeps_the_users() {
-        let d = mutated(deployment(json!({
-            "name": "side", "image": "envoy",
-            "resources": { "requests": { "memory": "512Mi" } }
-        })));
-        let pod = d.spec.template.spec.unwrap();
-        let app = pod.containers[0].resources.clone().unwrap();
-        assert_eq!(app.requests.unwrap()["cpu"].0, "100m");
-        assert_eq!(app.limits.unwrap()["memory"].0, "256Mi");
-        let side = pod.containers[1].resources.clone().unwrap();
-        assert_eq!(side.requests.as_ref().unwrap()["memory"].0, "512Mi");
-        assert_eq!(side.requests.unwrap()["cpu"].0, "100m");
-        assert!(
-            side.limits.unwrap().get("memory").is_none(),
-            "a default limit below the user's request would break the pod"
-        );
-    }
-
-    #[test]
-    fn adds_log_annotations_to_the_pod_template() {
-        let d = mutated(deployment(json!({ "name": "b", "image": "busybox" })));
-        let annotations = d.spec.template.metadata.unwrap().annotations.unwrap();
-        assert_eq!(annotations[LOGS], "true");
-        assert_eq!(annotations[SERVICE], "web");
-        assert_eq!(annotations[LOG_FORMAT], "cri");
-    }
-
-    #[test]
-    fn patch_escapes_slashes_and_second_admission_is_empty() {
-        let object = deployment(json!({ "name": "b", "image": "busybox" }));
-        let response = review(&request(object.clone(), "shop"), &Policy::default());
-        let patch: json_patch::Patch =
-            serde_json::from_slice(response.patch.as_ref().expect("a patch")).unwrap();
-        let text = serde_json::to_string(&patch).unwrap();
-        assert!(text.contains("skiff.dev~1logs"), "{text}");
-        let mut patched = object;
-        json_patch::patch(&mut patched, &patch).unwrap();
-        let again = review(&request(patched, "shop"), &Policy::default());
-        assert!(again.patch.is_none(), "mutation must be idempotent");
-    }
-
-    #[test]
-    fn excluded_namespace_and_opt_out_pass_untouched() {
-        let object = deployment(json!({ "name": "b", "image": "busybox" }));
-        assert!(review(&request(object.clone(), "kube-system"), &Policy::default()).patch.is_none());
-        let mut opted_out = object;
-        opted_out["metadata"]["annotations"] = json!({ INJECT: "false" });
-        assert!(review(&request(opted_out, "shop"), &Policy::default()).patch.is_none());
-    }
-
-    #[test]
-    fn broken_deployment_is_denied_with_a_reason() {
-        let mut object = deployment(json!({ "name": "b", "image": "busybox" }));
-        object["spec"]["template"]["spec"]["containers"] = json!("not a list");
-        let response = review(&request(object, "shop"), &Policy::default());
-        assert!(!response.allowed);
-        assert!(response.result.message.contains("not a valid apps/v1 Deployment"));
-    }
-}
+mod tests;

@@ -112,9 +112,16 @@ fn name(common_name: &str, organizations: &[&str]) -> DistinguishedName {
     dn
 }
 
+/// The webhook's serving certificate and the `caBundle` that makes the API server trust it.
+pub struct WebhookCerts {
+    pub issued: Issued,
+    /// Base64 of the CA's PEM.
+    pub ca_bundle: String,
+}
+
 /// `cargo xtask certs`: a CA and the webhook's serving certificate for the in-cluster Service
 /// name and for loopback, plus `ca-bundle.b64` for the MutatingWebhookConfiguration.
-pub fn webhook(out: &Path) -> Result<Issued> {
+pub fn webhook(out: &Path) -> Result<WebhookCerts> {
     let ca = Ca::load_or_create(out, "skiff-webhook-ca")?;
     let issued = ca.issue_server(
         out,
@@ -134,6 +141,5 @@ pub fn webhook(out: &Path) -> Result<Issued> {
         issued.key.display(),
         ca.cert_path.display()
     );
-    println!("{bundle}");
-    Ok(issued)
+    Ok(WebhookCerts { issued, ca_bundle: bundle })
 }

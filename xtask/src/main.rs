@@ -72,6 +72,10 @@ fn main() -> Result<()> {
         Task::E2e => test::e2e(&root),
         Task::Bench { name } => bench::run(&root, name.as_deref()),
         Task::Peers { action, only } => peers::dispatch(&root, action, &only),
-        Task::Certs { out } => certs::webhook(&root.join(out)).map(|_| ()),
+        Task::Certs { out } => {
+            let certs = certs::webhook(&root.join(out))?;
+            println!("{}", certs.ca_bundle);
+            Ok(())
+        }
     }
 }

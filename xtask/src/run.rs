@@ -51,7 +51,7 @@ pub fn demo(root: &Path, duration: Option<Duration>) -> Result<()> {
         &config,
         AGENT_CONFIG.replace("{logs}", &logs.to_string_lossy()),
     )?;
-    let tls = certs::webhook(&demo.join("certs"))?;
+    let tls = certs::webhook(&demo.join("certs"))?.issued;
 
     let stop = Arc::new(AtomicBool::new(false));
     {

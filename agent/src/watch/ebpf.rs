@@ -255,7 +255,7 @@ fn tracefs() -> Result<PathBuf, Error> {
 }
 
 /// The offset of the 8-byte field `name` in a tracepoint's `format` file, whose lines read
-/// `field:const char * filename;	offset:24;	size:8;	signed:0;`.
+/// `field:const char * filename;`, `offset:24;`, `size:8;`, `signed:0;`, tab-separated.
 fn field_offset(format: &str, name: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let mut parts = line.split(';').map(str::trim);
@@ -376,11 +376,12 @@ format:
         std::fs::create_dir(&real).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let prefixes: BTreeSet<Vec<u8>> = prefix_keys(&[link.join("//")])
-            .unwrap()
-            .iter()
-            .map(|key| key.data()[..key.prefix_len() as usize / 8].to_vec())
-            .collect();
+        let prefixes: BTreeSet<Vec<u8>> =
+            prefix_keys(&[PathBuf::from(format!("{}//", link.display()))])
+                .unwrap()
+                .iter()
+                .map(|key| key.data()[..key.prefix_len() as usize / 8].to_vec())
+                .collect();
         let canonical = std::fs::canonicalize(&real).unwrap();
         let expected = [&link, &canonical]
             .map(|path| format!("{}/", path.display()).into_bytes())

@@ -68,7 +68,8 @@ impl Peer for OpenSearch {
         }
         fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
         eprintln!(
-            "building the OpenSearch {VERSION} launcher (first time: jars from Maven Central)"
+            "building the OpenSearch {VERSION} launcher into {}",
+            dir.display()
         );
         let pom = Self::project(ctx).join("pom.xml");
         cmd::run(
