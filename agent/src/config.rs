@@ -1,5 +1,7 @@
 //! The agent's configuration file, shaped like filebeat.yml.
 
+use crate::output::console::ConsoleConfig;
+use crate::process::ProcessorConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -16,7 +18,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: serde_yaml::Error,
     },
-    #[error("{path}: environment variable {name} is not set and has no default (write ${{{name}:default}})")]
+    #[error(
+        "{path}: environment variable {name} is not set and has no default (write ${{{name}:default}})"
+    )]
     MissingVariable { path: PathBuf, name: String },
     #[error("{path}: no output is configured (add `output.console: {{}}`)")]
     NoOutput { path: PathBuf },
@@ -39,7 +43,11 @@ pub struct Config {
     #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub processors: Vec<ProcessorConfig>,
     /// Prints events as NDJSON on stdout.
-    #[serde(rename = "output.console", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "output.console",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub console: Option<ConsoleConfig>,
 }
 
@@ -54,38 +62,6 @@ pub enum InputConfig {
         /// Glob patterns of the files to harvest.
         paths: Vec<String>,
     },
-}
-
-/// A processing step.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProcessorConfig {
-    /// Adds fixed fields to each event.
-    AddFields(AddFieldsConfig),
-}
-
-/// `add_fields`: fixed fields, under `target` (`""` for the event's root).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddFieldsConfig {
-    /// Where the fields go; `""` is the event's root. Default: `fields`.
-    #[serde(default = "default_add_fields_target")]
-    pub target: String,
-    /// The fields to add.
-    pub fields: serde_json::Map<String, serde_json::Value>,
-}
-
-fn default_add_fields_target() -> String {
-    "fields".to_string()
-}
-
-/// `output.console`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsoleConfig {
-    /// Indent each event over several lines. Default: false.
-    #[serde(default)]
-    pub pretty: bool,
 }
 
 impl Config {
@@ -209,8 +185,11 @@ output.console: { pretty: false }
 "#;
         let config = Config::parse(Path::new("agent.yml"), yaml).unwrap();
         let InputConfig::Filestream { id, paths } = &config.inputs[0];
-        assert_eq!((id.as_str(), paths[0].as_str()), ("app", "/var/log/app/*.log"));
-        let ProcessorConfig::AddFields(add) = &config.processors[0];
+        assert_eq!(
+            (id.as_str(), paths[0].as_str()),
+            ("app", "/var/log/app/*.log")
+        );
+        let crate::process::ProcessorConfig::AddFields(add) = &config.processors[0];
         assert_eq!(add.target, "");
         assert_eq!(add.fields["service_name"], "my-microservice");
         assert!(config.console.is_some());
@@ -219,14 +198,18 @@ output.console: { pretty: false }
     #[test]
     fn unknown_key_is_an_error_that_names_it() {
         let yaml = "inputs: []\nouptut.console: {}\n";
-        let err = Config::parse(Path::new("agent.yml"), yaml).unwrap_err().to_string();
+        let err = Config::parse(Path::new("agent.yml"), yaml)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ouptut.console"), "{err}");
     }
 
     #[test]
     fn bad_glob_is_an_error() {
         let yaml = "inputs: [ { type: filestream, id: x, paths: ['/var/log/[.log'] } ]\noutput.console: {}\n";
-        let err = Config::parse(Path::new("agent.yml"), yaml).unwrap_err().to_string();
+        let err = Config::parse(Path::new("agent.yml"), yaml)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a valid glob"), "{err}");
     }
 }

@@ -153,7 +153,12 @@ mod tests {
         let (lines, _) = split(&[b"a\r\n\n\r\nb\n"]);
         assert_eq!(
             lines,
-            vec![(0, "a".into()), (3, "".into()), (4, "".into()), (6, "b".into())]
+            vec![
+                (0, "a".into()),
+                (3, "".into()),
+                (4, "".into()),
+                (6, "b".into())
+            ]
         );
     }
 
@@ -170,7 +175,10 @@ mod tests {
         std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
         file.write_all(b"o\nthree\n").unwrap();
         harvester.read_lines(&mut lines).unwrap();
-        let texts: Vec<_> = lines.iter().map(|l| (l.offset, l.bytes.as_slice())).collect();
+        let texts: Vec<_> = lines
+            .iter()
+            .map(|l| (l.offset, l.bytes.as_slice()))
+            .collect();
         assert_eq!(
             texts,
             vec![(0, &b"one"[..]), (4, &b"two"[..]), (8, &b"three"[..])]

@@ -2,7 +2,8 @@
 
 use crate::config::{Config, InputConfig};
 use crate::harvest::{Harvester, Line};
-use crate::output::Console;
+use crate::output::Output;
+use crate::output::console::Console;
 use crate::process::{Event, Processor, event_from_line};
 use crate::watch::{self, FileId};
 use anyhow::{Context, Result};
@@ -40,6 +41,7 @@ fn harvest_loop(config: &Config, stop: &AtomicBool) -> Result<()> {
         .collect();
     let processors: Vec<Processor> = config.processors.iter().map(Processor::build).collect();
     let mut console = config.console.as_ref().map(Console::new);
+    let runtime = tokio::runtime::Handle::current();
     let host = nix::unistd::gethostname()?.to_string_lossy().into_owned();
     let mut harvesters: BTreeMap<FileId, Harvester> = BTreeMap::new();
     let mut lines: Vec<Line> = Vec::new();
@@ -83,7 +85,9 @@ fn harvest_loop(config: &Config, stop: &AtomicBool) -> Result<()> {
                 event
             }));
             if let Some(console) = &mut console {
-                console.send(&events).context("writing to the console")?;
+                runtime
+                    .block_on(console.send(&events))
+                    .context("writing to the console")?;
             }
         }
         for id in drained {

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 pub fn release(root: &Path) -> Result<()> {
-    toolchain::build_ebpf(root)?;
+    // The release build compiles the eBPF object itself (agent/build.rs).
+    toolchain::ensure_ebpf_toolchain()?;
     cmd::run(Command::new("cargo").args([
         "build",
         "--release",

@@ -141,5 +141,8 @@ pub fn webhook(out: &Path) -> Result<WebhookCerts> {
         issued.key.display(),
         ca.cert_path.display()
     );
-    Ok(WebhookCerts { issued, ca_bundle: bundle })
+    Ok(WebhookCerts {
+        issued,
+        ca_bundle: bundle,
+    })
 }

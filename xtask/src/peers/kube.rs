@@ -118,7 +118,10 @@ impl Peer for KubeApiserver {
             format!("--client-ca-file={}", file(&pki.ca_cert)),
             "--authorization-mode=RBAC".into(),
             format!("--service-account-issuer=https://{APISERVER}"),
-            format!("--service-account-key-file={}", file(&pki.service_account_public)),
+            format!(
+                "--service-account-key-file={}",
+                file(&pki.service_account_public)
+            ),
             format!(
                 "--service-account-signing-key-file={}",
                 file(&pki.service_account_key)
@@ -191,22 +194,32 @@ fn go_build(module: &Path, binary: &Path) -> Result<()> {
         let mut parts = VERSION.trim_start_matches('v').split('.');
         (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"))
     };
-    let ldflags = ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"]
-        .iter()
-        .flat_map(|package| {
-            [
-                format!("-X {package}.gitVersion={VERSION}"),
-                format!("-X {package}.gitMajor={major}"),
-                format!("-X {package}.gitMinor={minor}"),
-                format!("-X {package}.gitTreeState=clean"),
-            ]
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
+    let ldflags = [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ]
+    .iter()
+    .flat_map(|package| {
+        [
+            format!("-X {package}.gitVersion={VERSION}"),
+            format!("-X {package}.gitMajor={major}"),
+            format!("-X {package}.gitMinor={minor}"),
+            format!("-X {package}.gitTreeState=clean"),
+        ]
+    })
+    .collect::<Vec<_>>()
+    .join(" ");
     cmd::run(
         Command::new("go")
             // Two packages at a time: the machine has two cores, shared with everything else.
-            .args(["build", "-p", "2", "-trimpath", "-buildvcs=false", "-mod=readonly"])
+            .args([
+                "build",
+                "-p",
+                "2",
+                "-trimpath",
+                "-buildvcs=false",
+                "-mod=readonly",
+            ])
             .arg(format!("-ldflags={ldflags}"))
             .arg("-o")
             .arg(binary)

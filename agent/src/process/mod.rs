@@ -1,7 +1,7 @@
 //! Turning lines into events, and the processors that enrich them.
 
-use crate::config::ProcessorConfig;
 use crate::harvest::Line;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::path::Path;
 
@@ -35,10 +35,36 @@ pub fn event_from_line(line: &Line, path: &Path, host: &str) -> Event {
     event
 }
 
+/// A processing step.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProcessorConfig {
+    /// Adds fixed fields to each event.
+    AddFields(AddFieldsConfig),
+}
+
+/// `add_fields`: fixed fields, under `target` (`""` for the event's root).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddFieldsConfig {
+    /// Where the fields go; `""` is the event's root. Default: `fields`.
+    #[serde(default = "default_add_fields_target")]
+    pub target: String,
+    /// The fields to add.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_add_fields_target() -> String {
+    "fields".to_string()
+}
+
 /// A processor built from its configuration.
 pub enum Processor {
     /// Adds fixed fields under a target object (or the root).
-    AddFields { target: Vec<String>, fields: Map<String, Value> },
+    AddFields {
+        target: Vec<String>,
+        fields: Map<String, Value>,
+    },
 }
 
 impl Processor {
@@ -80,7 +106,6 @@ impl Processor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AddFieldsConfig;
 
     fn line(bytes: &[u8]) -> Line {
         Line {
