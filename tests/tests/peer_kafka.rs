@@ -73,7 +73,10 @@ async fn produce_then_consume_from_the_beginning() {
     let message = timeout(STEP, consumer.recv())
         .await
         .expect("no record consumed in time")
-        .expect("consume");
+        .expect("consume")
+        // Owned: a borrowed message still alive when its consumer is dropped keeps
+        // librdkafka's broker thread waiting for it, and the drop never returns.
+        .detach();
     assert_eq!(message.key(), Some(&b"pod-1"[..]));
     assert_eq!(message.payload(), Some(payload.as_bytes()));
     assert_eq!(
@@ -81,6 +84,7 @@ async fn produce_then_consume_from_the_beginning() {
         (delivered.partition, delivered.offset)
     );
 
+    // Leave the group before its topic goes away.
     drop(consumer);
     let deleted = timeout(STEP, admin.delete_topics(&[&topic], &options))
         .await

@@ -53,7 +53,7 @@ impl Peer for Kafka {
         let pom = ctx.root.join("tests/peers/kafka/pom.xml");
         cmd::run(
             Command::new("mvn")
-                .args(["-q", "-B", "-Dstyle.color=never", "-f"])
+                .args(["-q", "-B", "-f"])
                 .arg(&pom)
                 .args(["dependency:copy-dependencies", "-DincludeScope=runtime"])
                 .arg(format!("-Dkafka.version={}", self.version()))
@@ -92,8 +92,9 @@ impl Peer for Kafka {
         ctx.spawn(self, "kafka", broker)
     }
 
-    /// Speaks the Kafka protocol to the broker: an open port is not enough, since the broker
-    /// accepts connections before it has caught up with the controller and serves requests.
+    /// Speaks the Kafka protocol to the broker: an open port is not enough, since the port is
+    /// bound (and connections queue) long before the broker has caught up with the controller
+    /// and serves requests.
     fn healthy(&self, _ctx: &Ctx) -> Result<()> {
         let apis = api_versions(BROKER)?;
         // The controller answers ApiVersions too; only a broker offers Produce (key 0).
