@@ -26,7 +26,7 @@ pub fn run(root: &Path, only: Option<&str>) -> Result<()> {
             names.join(", ")
         );
     }
-    toolchain::ensure_ebpf_toolchain()?;
+    toolchain::ensure_build_toolchain()?;
     let out_dir = root.join("target").join("bench");
     for (package, name) in selected {
         let out = out_dir.join(format!("{name}.json"));

@@ -7,7 +7,7 @@ use std::process::Command;
 
 pub fn release(root: &Path) -> Result<()> {
     // The release build compiles the eBPF object itself (agent/build.rs).
-    toolchain::ensure_ebpf_toolchain()?;
+    toolchain::ensure_build_toolchain()?;
     cmd::run(Command::new("cargo").args([
         "build",
         "--release",

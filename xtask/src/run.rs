@@ -35,7 +35,7 @@ output.console:
 
 /// Runs the demo until Ctrl-C, or for `duration` when given.
 pub fn demo(root: &Path, duration: Option<Duration>) -> Result<()> {
-    toolchain::ensure_ebpf_toolchain()?;
+    toolchain::ensure_build_toolchain()?;
     cmd::run(Command::new("cargo").args([
         "build",
         "--package",

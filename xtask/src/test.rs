@@ -12,8 +12,9 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
     let started = Instant::now();
     cmd::run(Command::new("cargo").args(["fmt", "--all", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
-    // The agent's build script compiles the eBPF programs, so the toolchain must exist first.
-    toolchain::ensure_ebpf_toolchain()?;
+    // Native libraries and the eBPF toolchain (the agent's build script compiles the eBPF
+    // programs) must exist before anything builds.
+    toolchain::ensure_build_toolchain()?;
     cmd::run(Command::new("cargo").args([
         "clippy",
         "--workspace",
@@ -38,7 +39,7 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
 
 /// The end-to-end tests alone, with the peers up.
 pub fn e2e(root: &Path) -> Result<()> {
-    toolchain::ensure_ebpf_toolchain()?;
+    toolchain::ensure_build_toolchain()?;
     with_peers(root, |env| {
         cmd::run(
             Command::new("cargo")

@@ -20,9 +20,23 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
 ];
 
-/// Installs what is missing to build the eBPF programs: `rust-src` for the pinned toolchain (for
+/// What the host build links against: librdkafka is compiled by `rdkafka-sys` (cmake) and
+/// needs these headers; `curl/curl.h` even with curl support off (rust-rdkafka#829).
+const NATIVE_BUILD_PACKAGES: &[&str] = &[
+    "cmake",
+    "pkg-config",
+    "libssl-dev",
+    "libsasl2-dev",
+    "libcurl4-openssl-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+/// Installs what is missing to build the workspace: the native libraries of its `-sys`
+/// crates, and for the eBPF programs `rust-src` of the pinned toolchain (for
 /// `-Z build-std=core`), Debian's LLVM development files and bpf-linker. Idempotent.
-pub fn ensure_ebpf_toolchain() -> Result<()> {
+pub fn ensure_build_toolchain() -> Result<()> {
+    cmd::apt_install(NATIVE_BUILD_PACKAGES)?;
     ensure_rust_src(&cmd::workspace_root())?;
     ensure_bpf_linker()
 }
@@ -30,7 +44,7 @@ pub fn ensure_ebpf_toolchain() -> Result<()> {
 /// `cargo xtask build-ebpf`: installs the toolchain, then builds the agent, whose build script
 /// compiles the eBPF object exactly as every later `cargo build`/`cargo test` will reuse it.
 pub fn build_ebpf(root: &Path) -> Result<()> {
-    ensure_ebpf_toolchain()?;
+    ensure_build_toolchain()?;
     cmd::run(
         Command::new("cargo")
             .args(["build", "--package", "skiff-agent"])
