@@ -54,7 +54,10 @@ async fn configmap_round_trip() {
         .await
         .expect("creating the ConfigMap");
 
-    let read = config_maps.get("smoke").await.expect("reading the ConfigMap");
+    let read = config_maps
+        .get("smoke")
+        .await
+        .expect("reading the ConfigMap");
     assert_eq!(read.data, Some(data));
     assert!(
         read.metadata.uid.is_some(),

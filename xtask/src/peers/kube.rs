@@ -69,7 +69,12 @@ impl Peer for KubeApiserver {
         let started = Instant::now();
         for program in PROGRAMS {
             let module = source.join(program);
-            go_build(&module, &partial.join(program))?;
+            let ldflags = if program == "kube-apiserver" {
+                version_ldflags()
+            } else {
+                String::new()
+            };
+            go_build(&module, &ldflags, &partial.join(program))?;
             let copies = partial.join("src").join(program);
             fs::create_dir_all(&copies)?;
             for file in SOURCES {
@@ -131,6 +136,10 @@ impl Peer for KubeApiserver {
             // No controller-manager creates each namespace's `default` ServiceAccount, so
             // this plugin would reject every Pod (envtest disables it for the same reason).
             "--disable-admission-plugins=ServiceAccount".into(),
+            // The endpoint reconciler would publish the advertise address as the `kubernetes`
+            // Service's endpoint, and Endpoints may not point at loopback: the API server
+            // refuses to start with it.
+            "--endpoint-reconciler-type=none".into(),
         ]);
         ctx.spawn(self, "kube-apiserver", apiserver)
     }
@@ -188,27 +197,7 @@ fn built(source: &Path, cache: &Path) -> Result<bool> {
 }
 
 /// `go build`s the main package of `module` into `binary`.
-fn go_build(module: &Path, binary: &Path) -> Result<()> {
-    // What `kubectl version` and `/version` report; without it they say v0.0.0-master.
-    let (major, minor) = {
-        let mut parts = VERSION.trim_start_matches('v').split('.');
-        (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"))
-    };
-    let ldflags = [
-        "k8s.io/component-base/version",
-        "k8s.io/client-go/pkg/version",
-    ]
-    .iter()
-    .flat_map(|package| {
-        [
-            format!("-X {package}.gitVersion={VERSION}"),
-            format!("-X {package}.gitMajor={major}"),
-            format!("-X {package}.gitMinor={minor}"),
-            format!("-X {package}.gitTreeState=clean"),
-        ]
-    })
-    .collect::<Vec<_>>()
-    .join(" ");
+fn go_build(module: &Path, ldflags: &str, binary: &Path) -> Result<()> {
     cmd::run(
         Command::new("go")
             // Two packages at a time: the machine has two cores, shared with everything else.
@@ -226,6 +215,28 @@ fn go_build(module: &Path, binary: &Path) -> Result<()> {
             .arg(".")
             .current_dir(module),
     )
+}
+
+/// The linker flags that stamp the release into the API server: what `/version` and
+/// `kubectl version` report (v0.0.0-master without them).
+fn version_ldflags() -> String {
+    let mut parts = VERSION.trim_start_matches('v').split('.');
+    let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"));
+    [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ]
+    .iter()
+    .flat_map(|package| {
+        [
+            format!("-X {package}.gitVersion={VERSION}"),
+            format!("-X {package}.gitMajor={major}"),
+            format!("-X {package}.gitMinor={minor}"),
+            format!("-X {package}.gitTreeState=clean"),
+        ]
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
 }
 
 /// Blocks until etcd accepts connections.

@@ -232,19 +232,25 @@ fn stop_peer(ctx: &Ctx, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The peer's pid files, newest first: processes stop in the reverse order of their start, so
+/// a server goes before the store it depends on (kube-apiserver before etcd — the other way
+/// round the API server retries its lease for minutes).
 fn pid_files(dir: &Path) -> Vec<(PathBuf, Pid)> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    entries
+    let mut found: Vec<_> = entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "pid"))
         .filter_map(|p| {
             let pid = fs::read_to_string(&p).ok()?.trim().parse().ok()?;
-            Some((p, Pid::from_raw(pid)))
+            let started = fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            Some((started, p, Pid::from_raw(pid)))
         })
-        .collect()
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.into_iter().map(|(_, p, pid)| (p, pid)).collect()
 }
 
 /// Whether process `pid` still runs (a zombie, dead but not yet reaped, counts as gone).
