@@ -47,14 +47,23 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Starts the watches in the background. The VPA API is looked up once, here.
-    pub async fn start(client: &Client) -> Result<Self> {
+    /// Starts the watches (of `namespace`, or of all namespaces) in the background. The VPA
+    /// API is looked up once, here.
+    pub async fn start(client: &Client, namespace: Option<&str>) -> Result<Self> {
         let gvk = GroupVersionKind::gvk("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler");
         let vpas = match kube::discovery::pinned_kind(client, &gvk).await {
             Ok((resource, _)) => {
-                tracing::info!("VerticalPodAutoscaler API found: HPAs yield to VPAs on CPU and memory");
-                let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-                let (store, writer) = reflector::store_with_dyntype(resource);
+                tracing::info!(
+                    "VerticalPodAutoscaler API found: HPAs yield to VPAs on CPU and memory"
+                );
+                let api = match namespace {
+                    Some(namespace) => {
+                        Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+                    }
+                    None => Api::<DynamicObject>::all_with(client.clone(), &resource),
+                };
+                let writer = reflector::store::Writer::new(resource);
+                let store = writer.as_reader();
                 spawn_reflector(api, writer, "verticalpodautoscalers");
                 Some(store)
             }
@@ -64,8 +73,8 @@ impl Stores {
             }
         };
         Ok(Self {
-            limit_ranges: watch(Api::all(client.clone()), "limitranges"),
-            hpas: watch(Api::all(client.clone()), "horizontalpodautoscalers"),
+            limit_ranges: watch(scoped(client, namespace), "limitranges"),
+            hpas: watch(scoped(client, namespace), "horizontalpodautoscalers"),
             vpas,
         })
     }
@@ -105,10 +114,21 @@ impl Cluster for Stores {
             .state()
             .into_iter()
             .find(|vpa| {
-                vpa.namespace().as_deref() == Some(namespace)
-                    && vpa_controls(&vpa.data, deployment)
+                vpa.namespace().as_deref() == Some(namespace) && vpa_controls(&vpa.data, deployment)
             })
             .map(|vpa| vpa.name_any())
+    }
+}
+
+/// An API over `namespace`, or over all namespaces.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
     }
 }
 
@@ -129,8 +149,14 @@ where
 
 fn spawn_reflector<K>(api: Api<K>, writer: reflector::store::Writer<K>, what: &'static str)
 where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -197,14 +223,20 @@ mod tests {
         let target = json!({ "kind": "Deployment", "name": "web" });
         let off = vpa(json!({ "targetRef": target, "updatePolicy": { "updateMode": "Off" } }));
         assert!(!vpa_controls(&off, "web"));
-        let storage = vpa(json!({ "targetRef": target, "resourcePolicy": { "containerPolicies": [
-            { "containerName": "*", "controlledResources": ["ephemeral-storage"] } ] } }));
+        let storage = vpa(
+            json!({ "targetRef": target, "resourcePolicy": { "containerPolicies": [
+            { "containerName": "*", "controlledResources": ["ephemeral-storage"] } ] } }),
+        );
         assert!(!vpa_controls(&storage, "web"));
-        let disabled = vpa(json!({ "targetRef": target, "resourcePolicy": { "containerPolicies": [
-            { "containerName": "*", "mode": "Off" } ] } }));
+        let disabled = vpa(
+            json!({ "targetRef": target, "resourcePolicy": { "containerPolicies": [
+            { "containerName": "*", "mode": "Off" } ] } }),
+        );
         assert!(!vpa_controls(&disabled, "web"));
-        let memory = vpa(json!({ "targetRef": target, "resourcePolicy": { "containerPolicies": [
-            { "containerName": "app", "controlledResources": ["memory"] } ] } }));
+        let memory = vpa(
+            json!({ "targetRef": target, "resourcePolicy": { "containerPolicies": [
+            { "containerName": "app", "controlledResources": ["memory"] } ] } }),
+        );
         assert!(vpa_controls(&memory, "web"));
     }
 }

@@ -77,10 +77,12 @@ pub fn desired(deployment: &Deployment, effective: &Effective) -> HorizontalPodA
                 "app.kubernetes.io/managed-by".to_string(),
                 MANAGER.to_string(),
             )])),
-            owner_references: deployment.controller_owner_ref(&()).map(|owner| vec![owner]),
+            owner_references: deployment
+                .controller_owner_ref(&())
+                .map(|owner| vec![owner]),
             ..ObjectMeta::default()
         },
-        spec: Some(HorizontalPodAutoscalerSpec {
+        spec: HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),
                 kind: "Deployment".into(),
@@ -90,7 +92,7 @@ pub fn desired(deployment: &Deployment, effective: &Effective) -> HorizontalPodA
             max_replicas: a.max_replicas,
             metrics: Some(metrics),
             behavior: a.behavior.clone(),
-        }),
+        },
         status: None,
     }
 }
@@ -138,9 +140,7 @@ pub fn same_spec(a: &HorizontalPodAutoscaler, b: &HorizontalPodAutoscaler) -> bo
 
 /// One line about an HPA, for warnings and events: `2..10 replicas, cpu 50% (container app)`.
 pub fn describe(hpa: &HorizontalPodAutoscaler) -> String {
-    let Some(spec) = &hpa.spec else {
-        return "no spec".into();
-    };
+    let spec = &hpa.spec;
     let mut text = format!(
         "{}..{} replicas",
         spec.min_replicas.unwrap_or(1),
@@ -148,7 +148,11 @@ pub fn describe(hpa: &HorizontalPodAutoscaler) -> String {
     );
     for metric in spec.metrics.iter().flatten() {
         if let Some(r) = &metric.resource {
-            text += &format!(", {} {}%", r.name, r.target.average_utilization.unwrap_or(0));
+            text += &format!(
+                ", {} {}%",
+                r.name,
+                r.target.average_utilization.unwrap_or(0)
+            );
         }
         if let Some(r) = &metric.container_resource {
             text += &format!(
@@ -159,7 +163,11 @@ pub fn describe(hpa: &HorizontalPodAutoscaler) -> String {
             );
         }
         if let Some(p) = &metric.pods {
-            let value = p.target.average_value.as_ref().map_or("?", |q| q.0.as_str());
+            let value = p
+                .target
+                .average_value
+                .as_ref()
+                .map_or("?", |q| q.0.as_str());
             text += &format!(", {} {value}/pod", p.metric.name);
         }
     }
@@ -195,15 +203,29 @@ mod tests {
     fn one_container_gets_a_resource_metric_and_an_owner() {
         let d = deployment(json!([{ "name": "app" }]));
         let hpa = desired(&d, &effective(&[]));
-        let spec = hpa.spec.as_ref().unwrap();
+        let spec = &hpa.spec;
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 10));
         let metrics = spec.metrics.as_ref().unwrap();
         assert_eq!(metrics.len(), 1);
-        assert_eq!(metrics[0].resource.as_ref().unwrap().target.average_utilization, Some(50));
+        assert_eq!(
+            metrics[0]
+                .resource
+                .as_ref()
+                .unwrap()
+                .target
+                .average_utilization,
+            Some(50)
+        );
         assert!(owned_by(&hpa, Some("1234")));
         assert!(!owned_by(&hpa, Some("other")));
         assert_eq!(
-            spec.behavior.as_ref().unwrap().scale_down.as_ref().unwrap().stabilization_window_seconds,
+            spec.behavior
+                .as_ref()
+                .unwrap()
+                .scale_down
+                .as_ref()
+                .unwrap()
+                .stabilization_window_seconds,
             Some(300)
         );
         assert_eq!(describe(&hpa), "2..10 replicas, cpu 50%");
@@ -213,8 +235,11 @@ mod tests {
     fn sidecars_get_a_container_resource_metric_and_rps_a_pods_metric() {
         let d = deployment(json!([{ "name": "app" }, { "name": "envoy" }]));
         let hpa = desired(&d, &effective(&[(TARGET_RPS, "100")]));
-        let metrics = hpa.spec.as_ref().unwrap().metrics.clone().unwrap();
-        assert_eq!(metrics[0].container_resource.as_ref().unwrap().container, "app");
+        let metrics = &hpa.spec.metrics.clone().unwrap();
+        assert_eq!(
+            metrics[0].container_resource.as_ref().unwrap().container,
+            "app"
+        );
         let pods = metrics[1].pods.as_ref().unwrap();
         assert_eq!(pods.metric.name, RPS_METRIC);
         assert_eq!(pods.target.average_value, Some(Quantity("100".into())));
@@ -228,10 +253,9 @@ mod tests {
     fn native_sidecars_and_the_default_container_annotation_count() {
         let mut d = deployment(json!([{ "name": "app" }]));
         let pod = d.spec.template.spec.as_mut().unwrap();
-        pod.init_containers = Some(vec![serde_json::from_value(
-            json!({ "name": "logs", "restartPolicy": "Always" }),
-        )
-        .unwrap()]);
+        pod.init_containers = Some(vec![
+            serde_json::from_value(json!({ "name": "logs", "restartPolicy": "Always" })).unwrap(),
+        ]);
         assert_eq!(application_container(&d).as_deref(), Some("app"));
 
         let mut d = deployment(json!([{ "name": "istio-proxy" }, { "name": "api" }]));

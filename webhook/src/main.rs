@@ -10,10 +10,11 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// The policy file (a mounted ConfigMap); the embedded default policy when absent.
+    /// The policy file (a mounted ConfigMap), reloaded when it changes; the embedded default
+    /// policy when absent.
     #[arg(long, env = "SKIFF_POLICY")]
     policy: Option<PathBuf>,
-    /// PEM certificate chain served to the API server.
+    /// PEM certificate chain served to the API server, reloaded when it changes.
     #[arg(long, env = "SKIFF_TLS_CERT", requires = "tls_key")]
     tls_cert: PathBuf,
     /// PEM private key of the certificate.
@@ -22,22 +23,56 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "SKIFF_LISTEN", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
+    /// Admit only: no API server access, so no LimitRange or VPA lookups and no HPA reconciler.
+    /// Without it, the in-cluster service account or $KUBECONFIG is used.
+    #[arg(long, env = "SKIFF_NO_CLUSTER")]
+    no_cluster: bool,
+    /// Watch this namespace only (a namespaced install); all namespaces by default.
+    #[arg(long, env = "SKIFF_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log as JSON lines (for log shippers) instead of text.
+    #[arg(long, env = "SKIFF_LOG_JSON")]
+    log_json: bool,
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    // Fail fast on a broken policy, naming the file and the place.
     let policy = match &args.policy {
-        Some(path) => Policy::load(path).with_context(|| format!("policy {}", path.display()))?,
+        Some(path) => Policy::load(path).context("the policy is invalid")?,
         None => Policy::default(),
     };
-    tokio::runtime::Runtime::new()?.block_on(server::serve(server::Options {
-        listen: args.listen,
-        tls_cert: args.tls_cert,
-        tls_key: args.tls_key,
-        policy,
-    }))
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let client = if args.no_cluster {
+            None
+        } else {
+            match kube::Client::try_default().await {
+                Ok(client) => Some(client),
+                // `cargo xtask run` starts the webhook on a machine without a cluster.
+                Err(err) => {
+                    tracing::warn!(%err, "no API server access: admitting only (no LimitRanges, VPAs or HPAs)");
+                    None
+                }
+            }
+        };
+        server::serve(server::Options {
+            listen: args.listen,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+            policy_path: args.policy,
+            policy,
+            client,
+            namespace: args.namespace,
+        })
+        .await
+    })
 }

@@ -61,7 +61,11 @@ impl Default for Metrics {
             patch_operations.clone(),
         );
         let policy_reloads = Family::default();
-        registry.register("policy_reloads", "Policy file reloads", policy_reloads.clone());
+        registry.register(
+            "policy_reloads",
+            "Policy file reloads",
+            policy_reloads.clone(),
+        );
         let policy_valid = Gauge::default();
         policy_valid.set(1);
         registry.register(
@@ -120,7 +124,10 @@ mod tests {
             text.contains(r#"skiff_webhook_reviews_total{operation="CREATE",result="patched"} 1"#),
             "{text}"
         );
-        assert!(text.contains("skiff_webhook_review_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("skiff_webhook_review_duration_seconds_bucket"),
+            "{text}"
+        );
         assert!(text.contains("skiff_webhook_policy_valid 1"), "{text}");
     }
 }

@@ -3,9 +3,7 @@
 
 use crate::cluster::Cluster;
 use crate::hpa;
-use crate::policy::{
-    Effective, LOG_FIELDS, LOG_FORMAT, LOG_TOPIC, LOGS, Policy,
-};
+use crate::policy::{Effective, LOG_FIELDS, LOG_FORMAT, LOG_TOPIC, LOGS, Policy};
 use crate::resources::{self, Bounds};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
@@ -101,7 +99,10 @@ pub fn review(
         return skipped(response);
     };
     if request.kind.version != "v1" {
-        let warning = format!("skiff: apps/{} is not apps/v1; left alone", request.kind.version);
+        let warning = format!(
+            "skiff: apps/{} is not apps/v1; left alone",
+            request.kind.version
+        );
         return skipped(with_warnings(response, vec![warning]));
     }
     if policy.excludes(namespace) {
@@ -125,7 +126,11 @@ pub fn review(
         .old_object
         .as_ref()
         .and_then(|old| serde_json::from_value(serde_json::to_value(old).ok()?).ok());
-    let name = deployment.metadata.name.clone().unwrap_or_else(|| request.name.clone());
+    let name = deployment
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| request.name.clone());
     let limit_ranges = cluster.limit_ranges(namespace);
     let bounds = Bounds::new(limit_ranges.iter().map(AsRef::as_ref));
     let vpa = cluster.vpa_for(namespace, &name);
@@ -150,7 +155,14 @@ pub fn review(
         ));
     }
     if request.dry_run {
-        warnings.extend(preview_hpa(&mutated, namespace, &name, &effective, vpa.is_some(), cluster));
+        warnings.extend(preview_hpa(
+            &mutated,
+            namespace,
+            &name,
+            &effective,
+            vpa.is_some(),
+            cluster,
+        ));
     }
     let after = serde_json::to_value(&mutated).expect("a Deployment serialises");
     let patch = json_patch::diff(&before, &after);
@@ -204,7 +216,12 @@ pub fn mutate(mut deployment: Deployment, context: &Context) -> Mutation {
     if let Some(pod) = template.spec.as_mut() {
         let init = pod.init_containers.iter_mut().flatten();
         for container in pod.containers.iter_mut().chain(init) {
-            resources::fill(container, &effective.resources, context.bounds, &mut warnings);
+            resources::fill(
+                container,
+                &effective.resources,
+                context.bounds,
+                &mut warnings,
+            );
         }
         let spread = pod.topology_spread_constraints.get_or_insert_with(Vec::new);
         if effective.spread && may_run_two && !spread.iter().any(|c| c.topology_key == HOSTNAME) {
@@ -227,7 +244,13 @@ pub fn mutate(mut deployment: Deployment, context: &Context) -> Mutation {
     let service = annotations
         .get(SERVICE)
         .or_else(|| metadata.labels.as_ref()?.get("app.kubernetes.io/name"))
-        .or_else(|| deployment.metadata.labels.as_ref()?.get("app.kubernetes.io/name"))
+        .or_else(|| {
+            deployment
+                .metadata
+                .labels
+                .as_ref()?
+                .get("app.kubernetes.io/name")
+        })
         .cloned()
         .or_else(|| deployment.metadata.name.clone())
         .unwrap_or_default();

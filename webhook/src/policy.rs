@@ -377,7 +377,10 @@ impl Policy {
         }
         check_ratios("defaults", &self.defaults.resources.max_limit_request_ratio)?;
         for (name, profile) in &self.defaults.profiles {
-            check_ratios(&format!("defaults.profiles.{name}"), &profile.max_limit_request_ratio)?;
+            check_ratios(
+                &format!("defaults.profiles.{name}"),
+                &profile.max_limit_request_ratio,
+            )?;
         }
         Ok(())
     }
@@ -575,7 +578,10 @@ fn check_ratios(
     match ratios.iter().find(|(_, ratio)| ratio.amount < one) {
         Some((name, ratio)) => Err((
             format!("{at}.resources.maxLimitRequestRatio.{name}"),
-            format!("{} is below 1: a limit cannot be below its request", ratio.text),
+            format!(
+                "{} is below 1: a limit cannot be below its request",
+                ratio.text
+            ),
         )),
         None => Ok(()),
     }
@@ -625,9 +631,19 @@ exclude: { namespaces: [kube-system, kube-public, skiff-system] }
     #[test]
     fn the_designs_example_parses() {
         let policy = layered();
-        assert_eq!(policy.namespaces["payments"].autoscaling.as_ref().unwrap().max_replicas, Some(30));
+        assert_eq!(
+            policy.namespaces["payments"]
+                .autoscaling
+                .as_ref()
+                .unwrap()
+                .max_replicas,
+            Some(30)
+        );
         let behavior = policy.defaults.autoscaling.behavior.unwrap();
-        assert_eq!(behavior.scale_down.unwrap().stabilization_window_seconds, Some(300));
+        assert_eq!(
+            behavior.scale_down.unwrap().stabilization_window_seconds,
+            Some(300)
+        );
     }
 
     #[test]
@@ -671,7 +687,10 @@ exclude: { namespaces: [kube-system, kube-public, skiff-system] }
             ]),
         );
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!((e.autoscaling.min_replicas, e.autoscaling.max_replicas), (3, 7));
+        assert_eq!(
+            (e.autoscaling.min_replicas, e.autoscaling.max_replicas),
+            (3, 7)
+        );
         assert_eq!(e.autoscaling.target_cpu, 70);
         assert_eq!(e.autoscaling.target_rps.unwrap().text, "100");
         assert!(!e.logs.enabled);
@@ -694,7 +713,10 @@ exclude: { namespaces: [kube-system, kube-public, skiff-system] }
             ]),
         );
         assert_eq!(warnings.len(), 7, "{warnings:#?}");
-        assert_eq!((e.autoscaling.min_replicas, e.autoscaling.max_replicas), (2, 2));
+        assert_eq!(
+            (e.autoscaling.min_replicas, e.autoscaling.max_replicas),
+            (2, 2)
+        );
         assert_eq!(e.logs.format, "cri");
         assert_eq!(e.resources.limits["memory"].text, "256Mi");
     }
@@ -721,16 +743,23 @@ exclude: { namespaces: [kube-system, kube-public, skiff-system] }
     #[test]
     fn bad_quantities_and_bounds_are_errors_with_their_location() {
         let broken = LAYERED.replace("cpu: 100m", "cpu: 100x");
-        let err = Policy::parse(Path::new("p.yml"), &broken).unwrap_err().to_string();
+        let err = Policy::parse(Path::new("p.yml"), &broken)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("100x") && err.contains("line"), "{err}");
 
         let broken = LAYERED.replace("maxReplicas: 30", "maxReplicas: 1");
         let err = Policy::parse(Path::new("p.yml"), &broken).unwrap_err();
         assert_eq!(err.kind(), "invalid");
-        assert!(err.to_string().contains("namespaces.payments.autoscaling"), "{err}");
+        assert!(
+            err.to_string().contains("namespaces.payments.autoscaling"),
+            "{err}"
+        );
 
         let broken = LAYERED.replace("{ memory: 2 }", "{ memory: 0.5 }");
-        let err = Policy::parse(Path::new("p.yml"), &broken).unwrap_err().to_string();
+        let err = Policy::parse(Path::new("p.yml"), &broken)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("maxLimitRequestRatio.memory"), "{err}");
     }
 }

@@ -94,23 +94,26 @@ pub fn fill(
         let warn = |warnings: &mut Vec<String>, what: String| {
             warnings.push(format!("container {container_name:?}: {what}"));
         };
-        let user = |map: &Option<BTreeMap<String, Quantity>>, kind: &str, warnings: &mut Vec<String>| {
-            let Some(text) = map.as_ref().and_then(|m| m.get(name)) else {
-                return Ok(None);
+        let user =
+            |map: &Option<BTreeMap<String, Quantity>>, kind: &str, warnings: &mut Vec<String>| {
+                let Some(text) = map.as_ref().and_then(|m| m.get(name)) else {
+                    return Ok(None);
+                };
+                Amount::parse(&text.0).map(Some).map_err(|err| {
+                    warn(warnings, format!("{kind}.{name}: {err}; left alone"));
+                })
             };
-            Amount::parse(&text.0).map(Some).map_err(|err| {
-                warn(warnings, format!("{kind}.{name}: {err}; left alone"));
-            })
-        };
         // Under `enforce` the policy's values replace the user's.
         let Ok(user_request) = user(&resources.requests, "requests", warnings) else {
             continue;
         };
-        let user_request = user_request.filter(|_| !(policy.enforce && policy.requests.contains_key(name)));
+        let user_request =
+            user_request.filter(|_| !(policy.enforce && policy.requests.contains_key(name)));
         let Ok(user_limit) = user(&resources.limits, "limits", warnings) else {
             continue;
         };
-        let user_limit = user_limit.filter(|_| !(policy.enforce && policy.limits.contains_key(name)));
+        let user_limit =
+            user_limit.filter(|_| !(policy.enforce && policy.limits.contains_key(name)));
         let ratio = min_option(
             policy.max_limit_request_ratio.get(name).map(|q| q.amount),
             bounds.ratio.get(name).copied(),
@@ -135,7 +138,9 @@ pub fn fill(
                 if user_limit.is_some_and(|limit| r > limit) {
                     warn(
                         warnings,
-                        format!("no requests.{name} fits both the limit and the LimitRange; left unset"),
+                        format!(
+                            "no requests.{name} fits both the limit and the LimitRange; left unset"
+                        ),
                     );
                     None
                 } else {
@@ -160,11 +165,17 @@ pub fn fill(
             }),
             (None, Some(wanted)) => {
                 let floor = request.map(|r| r.amount);
-                let l = clamp(cap(floor.map_or(wanted.amount, |r| wanted.amount.max(r))), low, high);
+                let l = clamp(
+                    cap(floor.map_or(wanted.amount, |r| wanted.amount.max(r))),
+                    low,
+                    high,
+                );
                 if floor.is_some_and(|r| l < r) || low.is_some_and(|lo| l < lo) {
                     warn(
                         warnings,
-                        format!("no limits.{name} fits both the request and the LimitRange; left unset"),
+                        format!(
+                            "no limits.{name} fits both the request and the LimitRange; left unset"
+                        ),
                     );
                     None
                 } else {
@@ -177,10 +188,16 @@ pub fn fill(
             }
             // A LimitRange with a max or a ratio but no default limit rejects a Pod without a
             // limit: give it the largest limit the LimitRange allows.
-            (None, None) if !bounds.defaulted_limits.contains(name) && (high.is_some() || bounds.ratio.contains_key(name)) => {
+            (None, None)
+                if !bounds.defaulted_limits.contains(name)
+                    && (high.is_some() || bounds.ratio.contains_key(name)) =>
+            {
                 let candidate = match (high, request) {
                     (Some(h), _) => Some(cap(h)),
-                    (None, Some(r)) => bounds.ratio.get(name).and_then(|ratio| r.amount.times(*ratio)),
+                    (None, Some(r)) => bounds
+                        .ratio
+                        .get(name)
+                        .and_then(|ratio| r.amount.times(*ratio)),
                     (None, None) => None,
                 };
                 let format = bounds
@@ -236,10 +253,22 @@ pub fn fill(
                 continue;
             };
             if let Some(h) = high.filter(|h| value.amount > *h) {
-                warn(warnings, format!("{kind}.{name} {} is above the LimitRange max {h}", value.amount));
+                warn(
+                    warnings,
+                    format!(
+                        "{kind}.{name} {} is above the LimitRange max {h}",
+                        value.amount
+                    ),
+                );
             }
             if let Some(l) = low.filter(|l| value.amount < *l) {
-                warn(warnings, format!("{kind}.{name} {} is below the LimitRange min {l}", value.amount));
+                warn(
+                    warnings,
+                    format!(
+                        "{kind}.{name} {} is below the LimitRange min {l}",
+                        value.amount
+                    ),
+                );
             }
         }
     }
