@@ -1,31 +1,47 @@
-//! skiff's eBPF programs. `sys_enter_openat` reports every `openat(2)` of a path under a watched
-//! prefix, so the agent learns of a new or reopened log file the instant it is opened instead of
-//! at its next directory scan.
+//! skiff's eBPF programs: syscall tracepoints that report every open for writing, rename,
+//! unlink and truncate of a path under a watched folder, so the agent learns of a new, rotated,
+//! deleted or truncated log file the instant it happens instead of at its next directory scan.
 //!
-//! Rust eBPF has no CO-RE: the offsets of the tracepoint's fields are not compiled in but read by
-//! user space from tracefs and set as read-only globals at load time, where the verifier sees
-//! them as constants.
+//! An absolute path is matched against the watched prefixes (an LPM trie of strings). A relative
+//! path (`mv app.log app.log.1` run inside the folder, or an open relative to a directory fd) is
+//! resolved here: the folder it is relative to (`task->fs->pwd` or the dirfd's file) is matched
+//! by device and inode against the watched folders. `ftruncate` gives only an fd: its file's
+//! parent folder is matched the same way and its name reported. Nothing depends on /proc, which
+//! a short-lived `mv` or `rm` has left by the time user space would look.
+//!
+//! Rust eBPF has no CO-RE: the offsets of the tracepoints' fields and of the kernel structs are
+//! not compiled in but read by user space (from tracefs and from the running kernel's BTF) and
+//! set as read-only globals at load time, where the verifier sees them as constants.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
+use aya_ebpf::helpers::generated::{bpf_get_current_task, bpf_probe_read_user_str};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user};
 use aya_ebpf::macros::{map, tracepoint};
 use aya_ebpf::maps::lpm_trie::Key;
-use aya_ebpf::maps::{LpmTrie, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{HashMap, LpmTrie, PerCpuArray, RingBuf};
 use aya_ebpf::programs::TracePointContext;
-use core::ptr::{addr_of_mut, read_volatile};
-use skiff_ebpf_common::{MAX_PREFIXES, OpenEvent, PATH_MAX, PREFIX_MAX};
+use core::ptr::{addr_of, addr_of_mut, read_volatile};
+use skiff_ebpf_common::{
+    ArgOffsets, FileEvent, Folder, KernelOffsets, MAX_FOLDERS, MAX_PREFIXES, PATH_MAX, PREFIX_MAX,
+    kind, slot,
+};
 
-/// Size of [`EVENTS`]. Opens under log folders are rare (writers keep their files open), but a
-/// burst, e.g. a node starting many containers, must not overflow it: 8 MiB holds 2,000 events.
-const RING_BYTES: u32 = 8 << 20;
+/// Size of [`EVENTS`]: 16 MiB hold about 2,000 events. Opens for writing under log folders are
+/// rare (writers keep their files open), but a burst, e.g. a node starting many containers,
+/// must not overflow it; when it does, user space rescans.
+const RING_BYTES: u32 = 16 << 20;
+/// `AT_FDCWD`: the path is relative to the current working directory.
+const AT_FDCWD: i64 = -100;
+/// Open flags that may create or change a file; plain reads are not reported.
+const WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000; // O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
 
-/// Watched prefixes (see `skiff_ebpf_common::PREFIXES`).
 #[map]
 static PREFIXES: LpmTrie<[u8; PREFIX_MAX], u8> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 
-/// Opens under a watched prefix, for user space.
+#[map]
+static FOLDERS: HashMap<Folder, u8> = HashMap::with_max_entries(MAX_FOLDERS, 0);
+
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
@@ -39,70 +55,346 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SCRATCH: PerCpuArray<Key<[u8; PREFIX_MAX]>> = PerCpuArray::with_max_entries(1, 0);
 
-/// Offset of the `filename` pointer in the `sys_enter_openat` record (set by user space).
 #[unsafe(no_mangle)]
-static FILENAME_OFFSET: u32 = 0;
+static ARG_OFFSETS: ArgOffsets = ArgOffsets([0; slot::COUNT]);
 
-/// Offset of the `flags` argument in the same record (set by user space).
 #[unsafe(no_mangle)]
-static FLAGS_OFFSET: u32 = 0;
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
+    task_fs: 0,
+    task_files: 0,
+    fs_pwd_dentry: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    file_dentry: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    dentry_inode: 0,
+    dentry_sb: 0,
+    inode_ino: 0,
+    sb_dev: 0,
+};
 
-/// Attached to `syscalls:sys_enter_openat`.
-#[tracepoint]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    // A failed read (a bad user pointer) means the open fails too: nothing to report. The return
-    // value only tells perf whether to keep the trace record, which nobody reads: 0 drops it.
-    let _ = try_sys_enter_openat(&ctx);
-    0
+/// A syscall argument (8 bytes in every syscall tracepoint record).
+#[inline(always)]
+fn arg(ctx: &TracePointContext, slot: usize) -> Result<u64, i64> {
+    // SAFETY: a plain read of a global; `read_volatile` keeps the compiler from folding the
+    // compile-time zero, so the value set at load time is the one read.
+    let offset = unsafe { read_volatile(addr_of!(ARG_OFFSETS.0[slot])) };
+    // SAFETY: user space checked the offset against the tracepoint's format (8-byte field).
+    unsafe { ctx.read_at::<u64>(offset as usize) }.map_err(i64::from)
 }
 
-fn try_sys_enter_openat(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: the globals are plain integers; `read_volatile` keeps the compiler from folding
-    // their compile-time zero, so the value set at load time is the one read.
-    let (filename_offset, flags_offset) = unsafe {
-        (
-            read_volatile(&FILENAME_OFFSET),
-            read_volatile(&FLAGS_OFFSET),
-        )
-    };
-    // SAFETY: user space checked both offsets against the tracepoint's format (8-byte fields).
-    let filename: u64 = unsafe { ctx.read_at(filename_offset as usize)? };
-    let filename = filename as *const core::ffi::c_void;
+#[inline(always)]
+fn offsets() -> KernelOffsets {
+    // SAFETY: as in `arg`.
+    unsafe { read_volatile(addr_of!(KERNEL_OFFSETS)) }
+}
 
-    let key = SCRATCH.get_ptr_mut(0).ok_or(-1)?;
+/// Reads a kernel pointer-sized value at `base + offset`.
+#[inline(always)]
+fn kernel_u64(base: u64, offset: u32) -> Result<u64, i64> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const u64) }.map_err(i64::from)
+}
+
+#[inline(always)]
+fn kernel_u32(base: u64, offset: u32) -> Result<u32, i64> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const u32) }.map_err(i64::from)
+}
+
+/// The device (kernel encoding) and inode of the folder `dentry`.
+#[inline(always)]
+fn folder_of(dentry: u64, o: &KernelOffsets) -> Result<Folder, i64> {
+    let inode = kernel_u64(dentry, o.dentry_inode)?;
+    let sb = kernel_u64(dentry, o.dentry_sb)?;
+    Ok(Folder {
+        dev: kernel_u32(sb, o.sb_dev)? as u64,
+        ino: kernel_u64(inode, o.inode_ino)?,
+    })
+}
+
+/// The dentry of the caller's open file `fd`.
+#[inline(always)]
+fn fd_dentry(fd: u64, o: &KernelOffsets) -> Result<u64, i64> {
+    // SAFETY: the helper has no preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let files = kernel_u64(task, o.task_files)?;
+    let fdt = kernel_u64(files, o.files_fdt)?;
+    let max = kernel_u32(fdt, o.fdtable_max_fds)? as u64;
+    if fd >= max {
+        return Err(-1);
+    }
+    let array = kernel_u64(fdt, o.fdtable_fd)?;
+    let file = kernel_u64(array, (fd * 8) as u32)?;
+    if file == 0 {
+        return Err(-1);
+    }
+    kernel_u64(file, o.file_dentry)
+}
+
+/// The folder a relative path passed with `dfd` is relative to.
+#[inline(always)]
+fn base_folder(dfd: i64) -> Result<Folder, i64> {
+    let o = offsets();
+    let dentry = if dfd == AT_FDCWD {
+        // SAFETY: the helper has no preconditions.
+        let task = unsafe { bpf_get_current_task() };
+        let fs = kernel_u64(task, o.task_fs)?;
+        kernel_u64(fs, o.fs_pwd_dentry)?
+    } else if dfd >= 0 {
+        fd_dentry(dfd as u64, &o)?
+    } else {
+        return Err(-1);
+    };
+    folder_of(dentry, &o)
+}
+
+/// Whether the path at user address `path`, passed with `dfd`, is under a watched folder:
+/// `Some(folder)` if so, where the folder is zero for an absolute path.
+#[inline(always)]
+fn watched(dfd: i64, path: u64) -> Result<Option<Folder>, i64> {
+    let key = SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: `key` points at this CPU's slot, which nothing else uses while this program runs.
     let len = unsafe {
         bpf_probe_read_user_str(
             addr_of_mut!((*key).data).cast(),
             PREFIX_MAX as u32,
-            filename,
+            path as *const core::ffi::c_void,
         )
     };
     if len <= 1 {
         return Err(len); // unreadable or empty
     }
+    // SAFETY: as above; at least one byte was written.
+    let first = unsafe { (*key).data[0] };
+    if first != b'/' {
+        let folder = base_folder(dfd)?;
+        // SAFETY: a lookup. The value (1) is read, not just the pointer compared: LLVM would
+        // otherwise merge the pointers of two lookups, which the verifier refuses.
+        let found = unsafe { FOLDERS.get(folder) }.copied().unwrap_or(0);
+        return Ok((found != 0).then_some(folder));
+    }
     // Match on the bytes read (without the NUL): stale bytes of an earlier path stay out.
+    // SAFETY: as above.
     unsafe { addr_of_mut!((*key).prefix_len).write_unaligned((len as u32 - 1) * 8) };
-    // SAFETY: as above; the key is fully initialised up to `prefix_len` bits.
-    if PREFIXES.get(unsafe { &*key }).is_none() {
+    // SAFETY: as above; the key is initialised up to `prefix_len` bits. The value is read for
+    // the reason given above.
+    let found = PREFIXES.get(unsafe { &*key }).copied().unwrap_or(0);
+    Ok((found != 0).then_some(Folder::default()))
+}
+
+/// Reports `kind` for up to two paths (`(dfd, user address)`), when one of them is watched.
+#[inline(always)]
+fn report(kind: u32, flags: u64, paths: [(i64, u64); 2], count: usize) -> Result<(), i64> {
+    let first = watched(paths[0].0, paths[0].1)?;
+    let second = if count > 1 {
+        watched(paths[1].0, paths[1].1).ok().flatten()
+    } else {
+        None
+    };
+    if first.is_none() && second.is_none() {
         return Ok(());
     }
-
-    let flags: u64 = unsafe { ctx.read_at(flags_offset as usize)? };
-    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+    let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
         count_lost();
         return Ok(());
     };
     let event = entry.as_mut_ptr();
+    let folders = [first.unwrap_or_default(), second.unwrap_or_default()];
     // SAFETY: `event` points at a reserved, exclusively owned ring buffer record; only raw
     // field writes, no reference to the uninitialised record.
-    let len = unsafe {
+    unsafe {
+        (*event).kind = kind;
         (*event).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         (*event).flags = flags as u32;
-        bpf_probe_read_user_str(
-            addr_of_mut!((*event).path).cast(),
+        (*event).count = count as u32;
+        (*event).folders = folders;
+        (*event).lens = [0; 2];
+    }
+    for (i, &(_, path)) in paths.iter().enumerate().take(count.min(2)) {
+        // SAFETY: as above.
+        let len = unsafe {
+            bpf_probe_read_user_str(
+                addr_of_mut!((*event).paths[i]).cast(),
+                PATH_MAX as u32,
+                path as *const core::ffi::c_void,
+            )
+        };
+        if len <= 1 {
+            entry.discard(0);
+            return Err(len);
+        }
+        // SAFETY: as above.
+        unsafe { (*event).lens[i] = len as u32 - 1 };
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// Counts an event [`EVENTS`] had no room for, so user space knows to rescan.
+#[inline(always)]
+fn count_lost() {
+    if let Some(lost) = LOST.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; a tracepoint program does not preempt itself on one CPU.
+        unsafe { *lost += 1 };
+    }
+}
+
+#[inline(always)]
+fn open(ctx: &TracePointContext, dfd: Option<usize>, path: usize, flags: u64) -> Result<(), i64> {
+    if flags & WRITE_FLAGS == 0 {
+        return Ok(()); // a read: changes nothing
+    }
+    let dfd = match dfd {
+        Some(slot) => arg(ctx, slot)? as i32 as i64,
+        None => AT_FDCWD,
+    };
+    report(kind::OPEN, flags, [(dfd, arg(ctx, path)?), (0, 0)], 1)
+}
+
+#[tracepoint]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    // A failed read (a bad user pointer) means the syscall fails too: nothing to report. The
+    // return value only tells perf whether to keep the trace record, which nobody reads.
+    let _ = arg(&ctx, slot::OPENAT_FLAGS)
+        .and_then(|flags| open(&ctx, Some(slot::OPENAT_DFD), slot::OPENAT_FILENAME, flags));
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    // `how` points at a `struct open_how` whose first field is the flags.
+    let _ = arg(&ctx, slot::OPENAT2_HOW)
+        .and_then(|how| {
+            // SAFETY: bpf_probe_read_user checks the address.
+            unsafe { bpf_probe_read_user(how as *const u64) }.map_err(i64::from)
+        })
+        .and_then(|flags| open(&ctx, Some(slot::OPENAT2_DFD), slot::OPENAT2_FILENAME, flags));
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    let _ =
+        arg(&ctx, slot::OPEN_FLAGS).and_then(|flags| open(&ctx, None, slot::OPEN_FILENAME, flags));
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    // creat(2) is open(O_CREAT | O_WRONLY | O_TRUNC).
+    let _ = open(&ctx, None, slot::CREAT_PATHNAME, 0o1101);
+    0
+}
+
+#[inline(always)]
+fn rename(
+    ctx: &TracePointContext,
+    slots: [Option<usize>; 2],
+    paths: [usize; 2],
+) -> Result<(), i64> {
+    let dfd = |slot: Option<usize>| match slot {
+        Some(slot) => arg(ctx, slot).map(|dfd| dfd as i32 as i64),
+        None => Ok(AT_FDCWD),
+    };
+    report(
+        kind::RENAME,
+        0,
+        [
+            (dfd(slots[0])?, arg(ctx, paths[0])?),
+            (dfd(slots[1])?, arg(ctx, paths[1])?),
+        ],
+        2,
+    )
+}
+
+#[tracepoint]
+pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
+    let _ = rename(&ctx, [None, None], [slot::RENAME_OLD, slot::RENAME_NEW]);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
+    let _ = rename(
+        &ctx,
+        [Some(slot::RENAMEAT_OLDDFD), Some(slot::RENAMEAT_NEWDFD)],
+        [slot::RENAMEAT_OLD, slot::RENAMEAT_NEW],
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
+    let _ = rename(
+        &ctx,
+        [Some(slot::RENAMEAT2_OLDDFD), Some(slot::RENAMEAT2_NEWDFD)],
+        [slot::RENAMEAT2_OLD, slot::RENAMEAT2_NEW],
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
+    let _ = arg(&ctx, slot::UNLINK_PATHNAME)
+        .and_then(|path| report(kind::UNLINK, 0, [(AT_FDCWD, path), (0, 0)], 1));
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
+    let _ = arg(&ctx, slot::UNLINKAT_DFD).and_then(|dfd| {
+        let path = arg(&ctx, slot::UNLINKAT_PATHNAME)?;
+        report(kind::UNLINK, 0, [(dfd as i32 as i64, path), (0, 0)], 1)
+    });
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_truncate(ctx: TracePointContext) -> u32 {
+    let _ = arg(&ctx, slot::TRUNCATE_PATH)
+        .and_then(|path| report(kind::TRUNCATE, 0, [(AT_FDCWD, path), (0, 0)], 1));
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
+    let _ = try_ftruncate(&ctx);
+    0
+}
+
+/// `ftruncate(fd)`: the fd's file is reported by name if its parent folder is watched.
+#[inline(always)]
+fn try_ftruncate(ctx: &TracePointContext) -> Result<(), i64> {
+    let fd = arg(ctx, slot::FTRUNCATE_FD)?;
+    let o = offsets();
+    let dentry = fd_dentry(fd, &o)?;
+    let parent = kernel_u64(dentry, o.dentry_parent)?;
+    let folder = folder_of(parent, &o)?;
+    // SAFETY: a lookup.
+    if unsafe { FOLDERS.get(folder) }.copied().unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    let name = kernel_u64(dentry, o.dentry_name)?;
+    let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
+        count_lost();
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: as in `report`; the name is a kernel string.
+    let len = unsafe {
+        (*event).kind = kind::FTRUNCATE;
+        (*event).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        (*event).flags = 0;
+        (*event).count = 1;
+        (*event).folders = [folder, Folder::default()];
+        (*event).lens = [0; 2];
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
+            addr_of_mut!((*event).paths[0]).cast(),
             PATH_MAX as u32,
-            filename,
+            name as *const core::ffi::c_void,
         )
     };
     if len <= 1 {
@@ -110,17 +402,9 @@ fn try_sys_enter_openat(ctx: &TracePointContext) -> Result<(), i64> {
         return Err(len);
     }
     // SAFETY: as above.
-    unsafe { (*event).path_len = len as u32 - 1 };
+    unsafe { (*event).lens[0] = len as u32 - 1 };
     entry.submit(0);
     Ok(())
-}
-
-/// Counts an event [`EVENTS`] had no room for, so user space knows to rescan.
-fn count_lost() {
-    if let Some(lost) = LOST.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; a tracepoint program does not preempt itself on one CPU.
-        unsafe { *lost += 1 };
-    }
 }
 
 #[cfg(not(test))]
@@ -129,7 +413,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-/// The kernel lets only GPL-compatible programs call `bpf_probe_read_user_str`.
+/// The kernel lets only GPL-compatible programs call `bpf_probe_read_*`.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

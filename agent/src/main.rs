@@ -38,6 +38,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
+            raise_open_files_limit();
             tokio::runtime::Runtime::new()?.block_on(pipeline::run(config))
         }
         Command::CheckConfig { file } => {
@@ -45,5 +46,17 @@ fn main() -> Result<()> {
             print!("{}", serde_yaml::to_string(&config)?);
             Ok(())
         }
+    }
+}
+
+/// Every harvested file is an open descriptor, and a node has thousands of log files: the
+/// default soft limit of 1,024 is raised to the hard limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE)
+        .and_then(|(_, hard)| setrlimit(Resource::RLIMIT_NOFILE, hard, hard))
+    {
+        Ok(()) => {}
+        Err(err) => tracing::warn!(%err, "cannot raise the open files limit"),
     }
 }

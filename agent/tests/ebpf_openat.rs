@@ -70,7 +70,11 @@ async fn a_burst_beyond_the_ring_is_counted_not_silently_lost() {
     File::create(&file).unwrap();
     let mut watcher = EbpfWatcher::load(&[dir.path().to_path_buf()]).unwrap();
     for _ in 0..OPENS {
-        File::open(&file).unwrap();
+        // Opens for writing: reads are filtered in the kernel.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
     }
 
     let (mut opened, mut lost) = (0, 0);
@@ -81,6 +85,7 @@ async fn a_burst_beyond_the_ring_is_counted_not_silently_lost() {
                 opened += 1;
             }
             Ok(Some(EbpfEvent::Lost(count))) => lost += count,
+            Ok(Some(other)) => panic!("unexpected event {other:?}"),
             Ok(None) => panic!("the eBPF reader thread stopped"),
             Err(_) => panic!("{opened} opens and {lost} lost reported of {OPENS}"),
         }

@@ -31,6 +31,8 @@ processors:
         service_name: skiff-demo
 output.console:
   pretty: false
+registry:
+  path: "{demo}/registry"
 "#;
 
 /// Runs the demo until Ctrl-C, or for `duration` when given.
@@ -49,7 +51,9 @@ pub fn demo(root: &Path, duration: Option<Duration>) -> Result<()> {
     let config = demo.join("agent.yml");
     fs::write(
         &config,
-        AGENT_CONFIG.replace("{logs}", &logs.to_string_lossy()),
+        AGENT_CONFIG
+            .replace("{logs}", &logs.to_string_lossy())
+            .replace("{demo}", &demo.to_string_lossy()),
     )?;
     let tls = certs::webhook(&demo.join("certs"))?.issued;
 

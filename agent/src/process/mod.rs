@@ -1,7 +1,19 @@
 //! Turning lines into events, and the processors that enrich them.
 
+pub mod condition;
+pub mod field;
+pub mod fields;
+pub mod geoip;
+pub mod http;
+pub mod input;
+pub mod parse;
+pub mod processor;
+pub mod timestamp;
+pub mod user_agent;
+
+pub use processor::{BuildError, Flow, Processor, ProcessorConfig, Processors};
+
 use crate::harvest::Line;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::path::Path;
 
@@ -9,18 +21,23 @@ use std::path::Path;
 pub type Event = Map<String, Value>;
 
 /// The event of one line: `@timestamp`, `message`, `log.file.path`, `log.offset`,
-/// `host.name`. Invalid UTF-8 is kept lossily and flagged in `log.flags`.
+/// `host.name`. Invalid UTF-8 is kept lossily and flagged in `log.flags`, as is a line cut at
+/// the input's `max_bytes` (`truncated`).
 pub fn event_from_line(line: &Line, path: &Path, host: &str) -> Event {
-    let (message, flags) = match std::str::from_utf8(&line.bytes) {
-        Ok(text) => (text.to_string(), None),
-        Err(_) => (
-            String::from_utf8_lossy(&line.bytes).into_owned(),
-            Some(json!(["invalid_utf8"])),
-        ),
+    let mut flags = Vec::new();
+    let message = match std::str::from_utf8(&line.bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => {
+            flags.push("invalid_utf8");
+            String::from_utf8_lossy(&line.bytes).into_owned()
+        }
     };
+    if line.truncated {
+        flags.push("truncated");
+    }
     let mut log = json!({ "file": { "path": path.to_string_lossy() }, "offset": line.offset });
-    if let Some(flags) = flags {
-        log["flags"] = flags;
+    if !flags.is_empty() {
+        log["flags"] = json!(flags);
     }
     let mut event = Map::new();
     event.insert(
@@ -35,72 +52,14 @@ pub fn event_from_line(line: &Line, path: &Path, host: &str) -> Event {
     event
 }
 
-/// A processing step.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProcessorConfig {
-    /// Adds fixed fields to each event.
-    AddFields(AddFieldsConfig),
+/// `time` as `@timestamp` writes it: RFC 3339, UTC, milliseconds (as Filebeat does).
+pub fn format_timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// `add_fields`: fixed fields, under `target` (`""` for the event's root).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddFieldsConfig {
-    /// Where the fields go; `""` is the event's root. Default: `fields`.
-    #[serde(default = "default_add_fields_target")]
-    pub target: String,
-    /// The fields to add.
-    pub fields: serde_json::Map<String, serde_json::Value>,
-}
-
-fn default_add_fields_target() -> String {
-    "fields".to_string()
-}
-
-/// A processor built from its configuration.
-pub enum Processor {
-    /// Adds fixed fields under a target object (or the root).
-    AddFields {
-        target: Vec<String>,
-        fields: Map<String, Value>,
-    },
-}
-
-impl Processor {
-    pub fn build(config: &ProcessorConfig) -> Self {
-        match config {
-            ProcessorConfig::AddFields(add) => Processor::AddFields {
-                target: add
-                    .target
-                    .split('.')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                fields: add.fields.clone(),
-            },
-        }
-    }
-
-    pub fn apply(&self, event: &mut Event) {
-        match self {
-            Processor::AddFields { target, fields } => {
-                let mut object = event;
-                for key in target {
-                    let slot = object
-                        .entry(key.clone())
-                        .or_insert_with(|| Value::Object(Map::new()));
-                    if !slot.is_object() {
-                        *slot = Value::Object(Map::new());
-                    }
-                    object = slot.as_object_mut().expect("made an object above");
-                }
-                for (key, value) in fields {
-                    object.insert(key.clone(), value.clone());
-                }
-            }
-        }
-    }
+/// The current time as [`format_timestamp`] writes it.
+pub fn now_rfc3339() -> String {
+    format_timestamp(chrono::Utc::now())
 }
 
 #[cfg(test)]
@@ -111,6 +70,7 @@ mod tests {
         Line {
             offset: 42,
             bytes: bytes.to_vec(),
+            truncated: false,
         }
     }
 
@@ -130,21 +90,5 @@ mod tests {
         let event = event_from_line(&line(b"caf\xe9"), Path::new("a"), "h");
         assert_eq!(event["message"], "caf\u{fffd}");
         assert_eq!(event["log"]["flags"], json!(["invalid_utf8"]));
-    }
-
-    #[test]
-    fn add_fields_at_root_and_under_a_target() {
-        let mut fields = Map::new();
-        fields.insert("environment".into(), "production".into());
-        let mut event = event_from_line(&line(b"x"), Path::new("a"), "h");
-        for target in ["", "labels.team"] {
-            Processor::build(&ProcessorConfig::AddFields(AddFieldsConfig {
-                target: target.into(),
-                fields: fields.clone(),
-            }))
-            .apply(&mut event);
-        }
-        assert_eq!(event["environment"], "production");
-        assert_eq!(event["labels"]["team"]["environment"], "production");
     }
 }

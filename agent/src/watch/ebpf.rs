@@ -1,32 +1,47 @@
-//! The eBPF watch: a tracepoint on `openat(2)` reports every open of a path under the watched
-//! folders the instant it happens, so a new or recreated log file is found without waiting for
-//! the next directory scan.
+//! The eBPF watch: syscall tracepoints report every open for writing, rename, unlink and
+//! truncate of a path under the watched folders the instant it happens, so a new, rotated,
+//! deleted or truncated log file is known without waiting for the next directory scan.
 //!
-//! The kernel side (`agent-ebpf/`) compares each opened path with the folders user space wrote
-//! into an LPM trie, so only matching opens cross into user space. A dedicated thread blocks on
-//! the ring buffer's fd and hands events to the async side through a bounded channel: the ring is
-//! drained even while the runtime is busy, and a slow consumer backs up into the ring, where the
-//! program counts what it drops and the watcher reports it as [`EbpfEvent::Lost`] (rescan).
+//! The kernel side (`agent-ebpf/`) matches absolute paths against the watched prefixes (an LPM
+//! trie), and resolves relative paths itself: the folder a path is relative to (the caller's cwd
+//! or dirfd) is matched by device and inode against the watched folders, which user space keeps
+//! in a hash map as folders appear (see [`EbpfWatch::watch_folders`]). The struct offsets that
+//! walk needs come from the running kernel's BTF ([`super::btf`]), the tracepoint argument
+//! offsets from tracefs. So only matching syscalls cross into user space, and nothing is looked
+//! up in /proc after the fact.
 //!
-//! Limits: only absolute paths match (an open relative to a directory fd or the cwd is not
-//! resolved in the kernel yet), and only the `openat` syscall is watched (glibc and Go open
-//! through it; a raw `open(2)` or `openat2(2)` is not seen). The scan fallback covers both.
+//! A dedicated thread blocks on the ring buffer's fd and hands events to a sink: the ring is
+//! drained even while the rest of the agent is busy, and a slow consumer backs up into the
+//! ring, where the programs count what they drop and the watch reports it as
+//! [`EbpfEvent::Lost`] (rescan).
+//!
+//! Limits: a relative path is seen when it is relative to a watched folder itself (`mv a.log
+//! a.log.1` inside it, `openat(dirfd_of_folder, "a.log")`), not when it reaches a watched
+//! folder from elsewhere (`mv logs/a.log logs/b.log` run in the parent): the rescan finds
+//! those. Events are seen on syscall entry, so the syscall may still fail: the engine checks
+//! the file system itself.
 
+use super::btf::{Btf, VMLINUX};
 use aya::maps::lpm_trie::Key;
-use aya::maps::{LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader, Pod};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::resource::{Resource, setrlimit};
-use skiff_ebpf_common::{self as abi, OpenEvent, PREFIX_MAX};
-use std::collections::BTreeSet;
+use skiff_ebpf_common::{
+    self as abi, ArgOffsets, FileEvent, Folder, KernelOffsets, PREFIX_MAX, kind, slot,
+};
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// The eBPF object `build.rs` compiled from `agent-ebpf/`.
@@ -36,42 +51,71 @@ static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Where older setups only have it (under debugfs). aya looks in the same two places.
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
-/// The tracepoint, as `category/name` under tracefs' `events/`.
+/// The tracepoints' category under tracefs' `events/`.
 const CATEGORY: &str = "syscalls";
-const TRACEPOINT: &str = "sys_enter_openat";
 
-/// Events waiting for the async side; beyond this the reader thread waits and the ring fills.
+/// Events waiting for the async side of [`EbpfWatcher`]; beyond this the reader thread waits
+/// and the ring fills.
 const CHANNEL_CAPACITY: usize = 1024;
-/// How long the reader thread sleeps in `poll` before checking whether the watcher is gone.
+/// How long the reader thread sleeps in `poll` before checking whether the watch is gone.
 const POLL_TIMEOUT_MS: u16 = 100;
 
-/// Reports opens under the watched folders. Dropping it detaches the program; the reader thread
-/// ends within [`POLL_TIMEOUT_MS`].
-pub struct EbpfWatcher {
-    events: mpsc::Receiver<EbpfEvent>,
-    /// Owns the attached program and the maps; the reader thread owns the ring and the counter.
+/// Watched folders by their kernel identity, shared with the reader thread, which turns a
+/// relative path back into an absolute one.
+type FolderPaths = Arc<Mutex<HashMap<Folder, PathBuf>>>;
+
+/// The attached programs and their reader thread, which hands every event to a sink. Dropping
+/// it detaches the programs; the reader thread ends within [`POLL_TIMEOUT_MS`].
+pub struct EbpfWatch {
+    stop: Arc<AtomicBool>,
+    folders: BpfHashMap<MapData, Folder, u8>,
+    paths: FolderPaths,
+    /// Owns the attached programs and the remaining maps.
     _ebpf: Ebpf,
 }
 
-/// What the [`EbpfWatcher`] reports.
+impl Drop for EbpfWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// An [`EbpfWatch`] whose events are awaited one by one.
+pub struct EbpfWatcher {
+    events: mpsc::Receiver<EbpfEvent>,
+    watch: EbpfWatch,
+}
+
+/// What the [`EbpfWatch`] reports. Paths are absolute (a relative one is joined to its
+/// folder), exactly as the process named them otherwise (possibly with `..` or symlinks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EbpfEvent {
-    /// A process is opening a file under a watched folder.
+    /// A process is opening a file under a watched folder for writing or creating it.
     Opened(OpenedFile),
-    /// This many opens were dropped because the ring buffer was full: the watched folders must
-    /// be rescanned to find what they were.
+    /// A process is renaming `from` to `to` (one of them under a watched folder).
+    Renamed {
+        pid: u32,
+        from: PathBuf,
+        to: PathBuf,
+    },
+    /// A process is deleting `path`.
+    Unlinked { pid: u32, path: PathBuf },
+    /// A process is truncating `path` (`truncate` or `ftruncate`).
+    Truncated { pid: u32, path: PathBuf },
+    /// This many events were dropped because the ring buffer was full, or could not be
+    /// resolved to a path: the watched folders must be rescanned to find what they were.
     Lost(u64),
 }
 
-/// One `openat(2)` under a watched folder, seen on entry: the open may still fail, so the file
-/// need not exist.
+/// An open for writing under a watched folder, seen on entry: the open may still fail, so the
+/// file need not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenedFile {
     /// The opener's process id.
     pub pid: u32,
     /// The open flags (`O_CREAT`, `O_TRUNC`, `O_WRONLY`, ...).
     pub flags: OFlag,
-    /// The path exactly as the process passed it (absolute, possibly with `..` or symlinks).
+    /// The path.
     pub path: PathBuf,
 }
 
@@ -95,21 +139,27 @@ pub enum Error {
     /// tracefs is not mounted and mounting it failed.
     #[error("tracefs is not mounted and mounting it on {TRACEFS} failed")]
     Tracefs { source: Errno },
-    /// The tracepoint's format file is unreadable.
+    /// A tracepoint's format file is unreadable.
     #[error("cannot read {}", path.display())]
     Format { path: PathBuf, source: io::Error },
-    /// The tracepoint's format has no 8-byte field of that name.
+    /// A tracepoint's format has no 8-byte field of that name.
     #[error("{} has no 8-byte field `{field}`", path.display())]
     Field { path: PathBuf, field: &'static str },
+    /// The kernel's BTF is missing or lacks a struct field the programs need.
+    #[error("cannot read struct offsets from {VMLINUX}")]
+    Btf(#[from] super::btf::BtfError),
     /// The object did not load (parse, BTF, map creation).
     #[error("cannot load the eBPF object")]
     Load(#[from] EbpfError),
     /// The object lacks a program or map the watcher needs.
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
-    /// The kernel refused the program (verifier, permissions) or its attachment.
-    #[error("cannot load or attach {CATEGORY}:{TRACEPOINT}")]
-    Program(#[from] ProgramError),
+    /// The kernel refused a program (verifier, permissions) or its attachment.
+    #[error("cannot load or attach {CATEGORY}:{program}")]
+    Program {
+        program: &'static str,
+        source: ProgramError,
+    },
     /// A map could not be opened or written.
     #[error("eBPF map {name}")]
     Map {
@@ -122,71 +172,170 @@ pub enum Error {
 }
 
 impl EbpfWatcher {
-    /// Loads and attaches the program, watching the folders `prefixes` and everything below
-    /// them. A folder is matched as given and, if different, in its canonical form, since the
-    /// kernel compares the path strings processes pass. Needs root (`CAP_BPF`, `CAP_PERFMON`)
-    /// and mounts tracefs if nobody has.
+    /// Loads and attaches the programs (see [`EbpfWatch::attach`]); events queue in a bounded
+    /// channel, beyond which the ring buffer fills and counts what it drops.
     pub fn load(prefixes: &[PathBuf]) -> Result<Self, Error> {
-        let prefixes = prefix_keys(prefixes)?;
-        raise_memlock_limit();
-        let format = tracefs()?
-            .join("events")
-            .join(CATEGORY)
-            .join(TRACEPOINT)
-            .join("format");
-        let text = std::fs::read_to_string(&format).map_err(|source| Error::Format {
-            path: format.clone(),
-            source,
-        })?;
-        let offset = |field| {
-            field_offset(&text, field).ok_or_else(|| Error::Field {
-                path: format.clone(),
-                field,
-            })
-        };
-        let (filename, flags) = (offset("filename")?, offset("flags")?);
-
-        let mut ebpf = EbpfLoader::new()
-            .override_global(abi::FILENAME_OFFSET, &filename, true)
-            .override_global(abi::FLAGS_OFFSET, &flags, true)
-            .load(PROGRAMS)?;
-        let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u8> = map(&mut ebpf, abi::PREFIXES)?;
-        for key in &prefixes {
-            trie.insert(key, 1, 0).map_err(|source| Error::Map {
-                name: abi::PREFIXES,
-                source,
-            })?;
-        }
-        let ring: RingBuf<MapData> = map(&mut ebpf, abi::EVENTS)?;
-        let lost: PerCpuArray<MapData, u64> = map(&mut ebpf, abi::LOST)?;
-
-        let program: &mut TracePoint = ebpf
-            .program_mut(abi::SYS_ENTER_OPENAT)
-            .ok_or(Error::Missing(abi::SYS_ENTER_OPENAT))?
-            .try_into()?;
-        program.load()?;
-        program.attach(CATEGORY, TRACEPOINT)?;
-
         let (tx, events) = mpsc::channel(CHANNEL_CAPACITY);
-        std::thread::Builder::new()
-            .name("skiff-ebpf".into())
-            .spawn(move || read_events(ring, &lost, &tx))
-            .map_err(Error::Thread)?;
-        tracing::info!(
-            tracepoint = %format_args!("{CATEGORY}:{TRACEPOINT}"),
-            prefixes = prefixes.len(),
-            "eBPF watch attached"
-        );
-        Ok(Self {
-            events,
-            _ebpf: ebpf,
-        })
+        let watch = EbpfWatch::attach(prefixes, move |event| tx.blocking_send(event).is_ok())?;
+        Ok(Self { events, watch })
     }
 
     /// The next event, waiting for it; `None` once the reader thread has stopped (it logs why).
     pub async fn next(&mut self) -> Option<EbpfEvent> {
         self.events.recv().await
     }
+
+    /// See [`EbpfWatch::watch_folders`].
+    pub fn watch_folders<'a>(&mut self, folders: impl IntoIterator<Item = &'a Path>) {
+        self.watch.watch_folders(folders);
+    }
+}
+
+impl EbpfWatch {
+    /// Loads and attaches the programs, watching the folders `prefixes` and everything below
+    /// them by absolute path (and the prefixes themselves for relative paths), and calls `sink`
+    /// with each event on a dedicated thread until `sink` returns false or the watch is
+    /// dropped. A folder is matched as given and, if different, in its canonical form, since
+    /// the kernel compares the path strings processes pass. Needs root (`CAP_BPF`,
+    /// `CAP_PERFMON`) and mounts tracefs if nobody has.
+    pub fn attach(
+        prefixes: &[PathBuf],
+        sink: impl FnMut(EbpfEvent) -> bool + Send + 'static,
+    ) -> Result<Self, Error> {
+        let keys = prefix_keys(prefixes)?;
+        raise_memlock_limit();
+        let events = tracefs()?.join("events").join(CATEGORY);
+        let (args, present) = arg_offsets(&events)?;
+        let kernel: KernelOffsets = Btf::load(Path::new(VMLINUX))?.kernel_offsets()?;
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global(abi::ARG_OFFSETS, &args, true)
+            .override_global(abi::KERNEL_OFFSETS, &kernel, true)
+            .load(PROGRAMS)?;
+        let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u8> = map(&mut ebpf, abi::PREFIXES)?;
+        for key in &keys {
+            trie.insert(key, 1, 0).map_err(|source| Error::Map {
+                name: abi::PREFIXES,
+                source,
+            })?;
+        }
+        let folders: BpfHashMap<MapData, Folder, u8> = map(&mut ebpf, abi::FOLDERS)?;
+        let ring: RingBuf<MapData> = map(&mut ebpf, abi::EVENTS)?;
+        let lost: PerCpuArray<MapData, u64> = map(&mut ebpf, abi::LOST)?;
+
+        for &(program, _) in abi::PROGRAMS {
+            if !present.contains(program) {
+                tracing::debug!(program, "no such tracepoint on this kernel; skipped");
+                continue;
+            }
+            let failed = |source| Error::Program { program, source };
+            let tracepoint: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or(Error::Missing(program))?
+                .try_into()
+                .map_err(failed)?;
+            tracepoint.load().map_err(failed)?;
+            tracepoint.attach(CATEGORY, program).map_err(failed)?;
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let paths = FolderPaths::default();
+        {
+            let stop = Arc::clone(&stop);
+            let paths = Arc::clone(&paths);
+            std::thread::Builder::new()
+                .name("skiff-ebpf".into())
+                .spawn(move || read_events(ring, &lost, &stop, &paths, sink))
+                .map_err(Error::Thread)?;
+        }
+        tracing::info!(
+            tracepoints = present.len(),
+            prefixes = keys.len(),
+            "eBPF watch attached"
+        );
+        let mut watch = Self {
+            stop,
+            folders,
+            paths,
+            _ebpf: ebpf,
+        };
+        watch.watch_folders(prefixes.iter().map(PathBuf::as_path));
+        Ok(watch)
+    }
+
+    /// Adds `folders` to the folders whose relative paths the kernel resolves (a folder that
+    /// does not exist is skipped; the next rescan brings it when it does).
+    pub fn watch_folders<'a>(&mut self, folders: impl IntoIterator<Item = &'a Path>) {
+        let mut paths = self.paths.lock().expect("eBPF folder paths lock");
+        for folder in folders {
+            let Ok(meta) = std::fs::metadata(folder) else {
+                continue;
+            };
+            let key = kernel_folder(&meta);
+            if paths.contains_key(&key) {
+                continue;
+            }
+            match self.folders.insert(key, 1, 0) {
+                Ok(()) => {
+                    paths.insert(key, folder.to_path_buf());
+                }
+                Err(err) => {
+                    tracing::warn!(folder = %folder.display(), %err, "cannot add a folder to the eBPF map; the rescan covers it");
+                }
+            }
+        }
+        // Folders that went away (a pod's folder) free their slots.
+        let gone: Vec<Folder> = paths
+            .iter()
+            .filter(|(key, path)| {
+                std::fs::metadata(path).map_or(true, |meta| kernel_folder(&meta) != **key)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in gone {
+            paths.remove(&key);
+            let _ = self.folders.remove(&key);
+        }
+    }
+}
+
+/// The kernel's name for the folder `meta` describes: `s_dev` is `major << 20 | minor`, where
+/// user space's `st_dev` uses glibc's encoding.
+fn kernel_folder(meta: &std::fs::Metadata) -> Folder {
+    let dev = meta.dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    Folder {
+        dev: (major << 20) | minor,
+        ino: meta.ino(),
+    }
+}
+
+/// The argument offsets of every program's tracepoint, and which tracepoints exist here.
+fn arg_offsets(events: &Path) -> Result<(ArgOffsets, BTreeSet<&'static str>), Error> {
+    let mut offsets = ArgOffsets([0; slot::COUNT]);
+    let mut present = BTreeSet::new();
+    let mut next = 0;
+    for &(program, fields) in abi::PROGRAMS {
+        let path = events.join(program).join("format");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => return Err(Error::Format { path, source }),
+        };
+        for &field in fields {
+            if let Some(text) = &text {
+                offsets.0[next] = field_offset(text, field).ok_or_else(|| Error::Field {
+                    path: path.clone(),
+                    field,
+                })?;
+            }
+            next += 1;
+        }
+        if text.is_some() {
+            present.insert(program);
+        }
+    }
+    Ok((offsets, present))
 }
 
 /// The LPM trie keys for `folders`: each as given and canonical, with one trailing `/` so that
@@ -279,14 +428,17 @@ where
 }
 
 /// The reader thread: waits for the ring, forwards its records, and reports growth of the lost
-/// counter, until the watcher is dropped.
+/// counter, until the watch is dropped or the sink refuses an event.
 fn read_events(
     mut ring: RingBuf<MapData>,
     lost: &PerCpuArray<MapData, u64>,
-    tx: &mpsc::Sender<EbpfEvent>,
+    stop: &AtomicBool,
+    paths: &Mutex<HashMap<Folder, PathBuf>>,
+    mut sink: impl FnMut(EbpfEvent) -> bool,
 ) {
     let mut reported = 0;
-    while !tx.is_closed() {
+    let mut unresolved = 0;
+    while !stop.load(Ordering::SeqCst) {
         let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(POLL_TIMEOUT_MS)) {
             Ok(_) | Err(Errno::EINTR) => {}
@@ -296,37 +448,96 @@ fn read_events(
             }
         }
         while let Some(record) = ring.next() {
-            // Copied out before sending, so a full channel never pins the record in the ring.
-            let Some(opened) = opened_file(&record) else {
-                tracing::warn!(len = record.len(), "malformed eBPF record skipped");
-                continue;
-            };
+            // Copied out before sending, so a slow sink never pins the record in the ring.
+            let event = view::<FileEvent>(&record).map(|event| {
+                let paths = paths.lock().expect("eBPF folder paths lock");
+                decode(event, &paths)
+            });
             drop(record);
-            if tx.blocking_send(EbpfEvent::Opened(opened)).is_err() {
+            let event = match event {
+                Some(Some(event)) => event,
+                Some(None) => {
+                    // Relative to a folder no longer known: the rescan finds the file.
+                    unresolved += 1;
+                    EbpfEvent::Lost(1)
+                }
+                None => {
+                    tracing::warn!("malformed eBPF record skipped");
+                    continue;
+                }
+            };
+            if !sink(event) {
                 return;
             }
         }
         match lost.get(&0, 0) {
             Ok(per_cpu) => {
                 let total = per_cpu.iter().sum();
-                if total > reported && tx.blocking_send(EbpfEvent::Lost(total - reported)).is_ok() {
+                if total > reported {
+                    if !sink(EbpfEvent::Lost(total - reported)) {
+                        return;
+                    }
                     reported = total;
                 }
             }
             Err(err) => tracing::warn!(%err, "cannot read the eBPF lost-event counter"),
         }
     }
+    if unresolved > 0 {
+        tracing::info!(unresolved, "eBPF events relative to a folder that had gone");
+    }
 }
 
-/// The [`OpenedFile`] in one ring buffer record.
-fn opened_file(record: &[u8]) -> Option<OpenedFile> {
-    let event: &OpenEvent = view(record)?;
-    let path = event.path.get(..event.path_len as usize)?;
-    Some(OpenedFile {
-        pid: event.pid,
-        flags: OFlag::from_bits_retain(event.flags as i32),
-        path: PathBuf::from(OsStr::from_bytes(path)),
+/// The [`EbpfEvent`] of one record, or `None` when a relative path's folder is unknown.
+fn decode(event: &FileEvent, folders: &HashMap<Folder, PathBuf>) -> Option<EbpfEvent> {
+    let path = |i: usize| -> Option<PathBuf> {
+        let bytes = event.paths.get(i)?.get(..*event.lens.get(i)? as usize)?;
+        let path = Path::new(OsStr::from_bytes(bytes));
+        let folder = event.folders[i];
+        if folder == Folder::default() {
+            Some(path.to_path_buf())
+        } else {
+            Some(normalise(&folders.get(&folder)?.join(path)))
+        }
+    };
+    let pid = event.pid;
+    Some(match event.kind {
+        kind::OPEN => EbpfEvent::Opened(OpenedFile {
+            pid,
+            flags: OFlag::from_bits_retain(event.flags as i32),
+            path: path(0)?,
+        }),
+        kind::RENAME => EbpfEvent::Renamed {
+            pid,
+            from: path(0)?,
+            to: path(1)?,
+        },
+        kind::UNLINK => EbpfEvent::Unlinked {
+            pid,
+            path: path(0)?,
+        },
+        kind::TRUNCATE | kind::FTRUNCATE => EbpfEvent::Truncated {
+            pid,
+            path: path(0)?,
+        },
+        _ => return None,
     })
+}
+
+/// `path` without `.` components and with `..` applied lexically: relative paths arrive as
+/// `./app.log` or `sub/../app.log`, while globs match clean paths.
+fn normalise(path: &Path) -> PathBuf {
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
 }
 
 /// `bytes` seen as a `T`, if they are long enough and aligned for one.
@@ -359,6 +570,14 @@ format:
 \tfield:int flags;\toffset:32;\tsize:8;\tsigned:0;
 \tfield:umode_t mode;\toffset:40;\tsize:8;\tsigned:0;
 ";
+
+    #[test]
+    fn relative_paths_are_cleaned() {
+        assert_eq!(
+            normalise(Path::new("/var/log/app/./sub/../app.log")),
+            PathBuf::from("/var/log/app/app.log")
+        );
+    }
 
     #[test]
     fn field_offsets_come_from_the_format() {

@@ -249,7 +249,7 @@ fn pid_files(dir: &Path) -> Vec<(PathBuf, Pid)> {
             Some((started, p, Pid::from_raw(pid)))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(started, _, _)| std::cmp::Reverse(*started));
     found.into_iter().map(|(_, p, pid)| (p, pid)).collect()
 }
 

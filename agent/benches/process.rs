@@ -1,0 +1,239 @@
+//! `cargo xtask bench process`: the processing chain of a web server's container log,
+//! cri → nginx parse → add_fields → geoip → user_agent → http, on generated access log lines
+//! with realistic address and user-agent distributions.
+//!
+//! criterion measures the bare CRI parse and the whole chain over the same lines; a
+//! whole-run pass then reports events/s on one core for both, and their ratio, which is the
+//! figure to compare across machines. Needs the `geoip` peer's databases
+//! (`eval $(cargo xtask peers up --only geoip)`).
+
+use criterion::{Criterion, Throughput};
+use skiff_agent::harvest::Line;
+use skiff_agent::process::parse::{ParserConfig, Parsers};
+use skiff_agent::process::{Event, ProcessorConfig, Processors, event_from_line};
+use skiff_tests::env;
+use std::path::Path;
+use std::time::Instant;
+
+const LINES: usize = 20_000;
+
+/// Events are trees of small maps and strings: with glibc's malloc, 60% of the CPU time went
+/// to malloc/free (`malloc_consolidate`, `unlink_chunk`) in `perf`; mimalloc is what the
+/// agent's binary should ship with, and what these figures assume.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A small deterministic generator (xorshift64*): the same lines on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Zipf-like: low indexes far more often, as a few clients make most requests.
+    fn skewed(&mut self, n: usize) -> usize {
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        ((n as f64).powf(u) - 1.0) as usize
+    }
+}
+
+const USER_AGENTS: [&str; 8] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "curl/8.5.0",
+    "kube-probe/1.30",
+];
+
+const PATHS: [&str; 6] = [
+    "/api/users/{id}",
+    "/api/users/{id}/orders/{hex}",
+    "/api/products?page={id}",
+    "/static/app.js",
+    "/health",
+    "/api/cart/{hex}/items",
+];
+
+/// CRI-framed nginx lines: 2,000 recurring public clients (skewed), 15% one-off public
+/// addresses, 10% private ones (probes, sidecars); user agents skewed over real browsers,
+/// with 5% unique strings (versions nobody else has).
+fn access_log(count: usize) -> Vec<Line> {
+    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let clients: Vec<String> = (0..2_000)
+        .map(|_| {
+            format!(
+                "{}.{}.{}.{}",
+                [8, 31, 46, 81, 93, 104, 151, 185, 203, 212][rng.below(10)],
+                rng.below(256),
+                rng.below(256),
+                1 + rng.below(254)
+            )
+        })
+        .collect();
+    let mut offset = 0;
+    (0..count)
+        .map(|n| {
+            let client = match rng.below(100) {
+                0..10 => format!("10.{}.{}.{}", rng.below(256), rng.below(256), 1 + rng.below(254)),
+                10..25 => format!("{}.{}.{}.{}", 1 + rng.below(223), rng.below(256), rng.below(256), 1 + rng.below(254)),
+                _ => clients[rng.skewed(clients.len())].clone(),
+            };
+            let agent = match rng.below(100) {
+                0..5 => format!("Mozilla/5.0 (X11; Linux x86_64) CustomApp/{}.{}", rng.below(1000), n),
+                _ => USER_AGENTS[rng.skewed(USER_AGENTS.len())].to_string(),
+            };
+            let path = PATHS[rng.below(PATHS.len())]
+                .replace("{id}", &rng.below(100_000).to_string())
+                .replace("{hex}", &format!("{:016x}", rng.next()));
+            let status = [200, 200, 200, 201, 204, 301, 404, 500][rng.below(8)];
+            let text = format!(
+                "2026-05-06T07:08:{:02}.{:09}Z stdout F {client} - - [06/May/2026:07:08:{:02} +0000] \"GET {path} HTTP/1.1\" {status} {} \"-\" \"{agent}\"",
+                n % 60,
+                n,
+                n % 60,
+                rng.below(50_000)
+            );
+            let line = Line {
+                offset,
+                bytes: text.into_bytes(),
+                truncated: false,
+            };
+            offset += line.bytes.len() as u64 + 1;
+            line
+        })
+        .collect()
+}
+
+fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_yaml::with::singleton_map_recursive::deserialize(serde_yaml::Deserializer::from_str(text))
+        .expect("valid YAML")
+}
+
+/// Lines per batch, about what one read of the harvester's 1 MiB budget holds: events leave
+/// for the outputs batch by batch, so the memory they use is reused, as in the agent.
+const BATCH: usize = 4096;
+
+/// One pass of `lines` through `parsers` then `processors`, batch by batch; returns the
+/// events kept.
+fn run(
+    lines: &[Line],
+    parsers: &mut Parsers,
+    processors: &Processors,
+    out: &mut Vec<Event>,
+) -> usize {
+    let path = Path::new("/var/log/pods/shop_web-1_0b4c2a8e/nginx/0.log");
+    let mut kept = 0;
+    for batch in lines.chunks(BATCH) {
+        out.clear();
+        for line in batch {
+            parsers.push(event_from_line(line, path, "node-1"), out);
+        }
+        kept += out
+            .iter_mut()
+            .map(|event| processors.run(event))
+            .filter(|kept| *kept)
+            .count();
+    }
+    kept
+}
+
+struct Chain {
+    cri: (Parsers, Processors),
+    full: (Parsers, Processors),
+}
+
+fn chain(city: &str, asn: &str) -> Chain {
+    let cri: Vec<ParserConfig> = yaml("[ { container: { format: cri } } ]");
+    let nginx: Vec<ParserConfig> = yaml("[ { container: { format: cri } }, { nginx: {} } ]");
+    let processors: Vec<ProcessorConfig> = yaml(&format!(
+        r#"
+- add_fields: {{ target: "", fields: {{ service: {{ name: web }}, environment: production }} }}
+- geoip: {{ field: client.ip, database: "{city}", asn_database: "{asn}" }}
+- user_agent: {{}}
+- http: {{}}
+"#
+    ));
+    Chain {
+        cri: (Parsers::build(&cri).unwrap(), Processors::default()),
+        full: (
+            Parsers::build(&nginx).unwrap(),
+            Processors::build(&processors).unwrap(),
+        ),
+    }
+}
+
+fn bench(c: &mut Criterion, lines: &[Line], chain: &mut Chain) {
+    let mut group = c.benchmark_group("process");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.sample_size(20);
+    let mut out = Vec::with_capacity(lines.len());
+    group.bench_function("cri_parse", |b| {
+        b.iter(|| run(lines, &mut chain.cri.0, &chain.cri.1, &mut out))
+    });
+    group.bench_function("cri_nginx_fields_geoip_ua_http", |b| {
+        b.iter(|| run(lines, &mut chain.full.0, &chain.full.1, &mut out))
+    });
+    group.finish();
+}
+
+/// Events per second of CPU time of this thread, over `rounds` passes.
+fn events_per_core_second(
+    lines: &[Line],
+    parsers: &mut Parsers,
+    processors: &Processors,
+    rounds: usize,
+) -> f64 {
+    let mut out = Vec::with_capacity(lines.len());
+    let start = thread_cpu_seconds();
+    let wall = Instant::now();
+    let mut events = 0;
+    for _ in 0..rounds {
+        events += run(lines, parsers, processors, &mut out);
+    }
+    let cpu = (thread_cpu_seconds() - start).max(1e-9);
+    eprintln!(
+        "{events} events in {:.2}s ({cpu:.2}s of CPU)",
+        wall.elapsed().as_secs_f64()
+    );
+    events as f64 / cpu
+}
+
+fn thread_cpu_seconds() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)
+        .expect("getrusage");
+    let time = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    time(usage.user_time()) + time(usage.system_time())
+}
+
+fn main() {
+    let (Some(city), Some(asn)) = (
+        skiff_tests::peer(env::GEOIP_CITY, "geoip"),
+        skiff_tests::peer(env::GEOIP_ASN, "geoip"),
+    ) else {
+        return;
+    };
+    let lines = access_log(LINES);
+    let mut chain = chain(&city, &asn);
+    let mut criterion = Criterion::default().configure_from_args();
+    bench(&mut criterion, &lines, &mut chain);
+    criterion.final_summary();
+
+    let cri = events_per_core_second(&lines, &mut chain.cri.0, &chain.cri.1, 50);
+    let full = events_per_core_second(&lines, &mut chain.full.0, &chain.full.1, 25);
+    skiff_tests::bench::report(&[
+        ("cri_parse_events_per_core_s", cri),
+        ("chain_events_per_core_s", full),
+        ("chain_vs_cri_parse_ratio", full / cri),
+    ]);
+}

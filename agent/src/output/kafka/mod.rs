@@ -1,0 +1,362 @@
+//! `output.kafka`: events as JSON records, one topic per event from a template, acknowledged
+//! by librdkafka's delivery reports.
+//!
+//! A batch counts as delivered once every record's delivery report is in: acknowledged by the
+//! broker (with `required_acks`), or refused for good and written to the dead-letter file. Any
+//! other failure fails the whole batch, which the pipeline sends again; with the idempotent
+//! producer librdkafka's own retries add no duplicates, the pipeline's may.
+
+pub mod config;
+
+pub use config::KafkaConfig;
+
+use super::dead_letter::DeadLetter;
+use super::metrics::OutputMetrics;
+use super::template::{Template, lookup};
+use super::{Output, OutputError};
+use crate::process::Event;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+const NAME: &str = "kafka";
+
+/// The last error librdkafka reported, shared with its client context.
+type LastError = Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>;
+
+/// The Kafka output.
+pub struct Kafka {
+    config: KafkaConfig,
+    producer: FutureProducer<Context>,
+    last_error: LastError,
+    topic: Template,
+    key: Option<Template>,
+    dead_letter: Option<DeadLetter>,
+    metrics: OutputMetrics,
+    payload: Vec<u8>,
+}
+
+/// Why one record was not acknowledged.
+enum Failure {
+    /// The broker or librdkafka refuses this record for good: dead-letter it.
+    Permanent(String),
+    /// Anything else: the batch is sent again.
+    Transient(OutputError),
+}
+
+impl Kafka {
+    /// Builds the producer. Nothing connects yet: librdkafka connects in the background, and an
+    /// unreachable broker shows as a failed `send`.
+    pub fn build(config: &KafkaConfig, metrics: OutputMetrics) -> Result<Self, OutputError> {
+        let invalid = |message: String| OutputError::Config {
+            output: NAME,
+            message,
+        };
+        config.validate().map_err(invalid)?;
+        let topic = Template::parse(&config.topic).map_err(|err| invalid(err.to_string()))?;
+        let key = config
+            .key
+            .as_deref()
+            .map(Template::parse)
+            .transpose()
+            .map_err(|err| invalid(err.to_string()))?;
+        let dead_letter = config
+            .dead_letter
+            .as_ref()
+            .map(|dl| {
+                DeadLetter::open(dl)
+                    .map_err(|err| invalid(format!("dead letter {}: {err}", dl.path.display())))
+            })
+            .transpose()?;
+        let last_error = Arc::new(Mutex::new(None));
+        let producer = create_producer(config, &last_error)?;
+        Ok(Self {
+            config: config.clone(),
+            producer,
+            last_error,
+            topic,
+            key,
+            dead_letter,
+            metrics,
+            payload: Vec::new(),
+        })
+    }
+
+    /// The event's topic: the override field when set, else the template, else the fallback.
+    fn topic_of(&self, event: &Event, out: &mut String) {
+        out.clear();
+        if let Some(Value::String(topic)) = lookup(event, &self.config.topic_field)
+            && !topic.is_empty()
+        {
+            out.push_str(topic);
+            return;
+        }
+        if let Err(missing) = self.topic.render(event, out) {
+            tracing::debug!(%missing, topic = %self.config.fallback_topic, "topic template: fallback");
+            self.metrics.fallback(NAME, "topic");
+            out.clear();
+            out.push_str(&self.config.fallback_topic);
+        }
+    }
+
+    /// The event's key, or `None` when there is no key template or the event lacks its fields.
+    fn key_of(&self, event: &Event, out: &mut String) -> bool {
+        out.clear();
+        let Some(key) = &self.key else {
+            return false;
+        };
+        if key.render(event, out).is_err() {
+            self.metrics.fallback(NAME, "key");
+            return false;
+        }
+        true
+    }
+
+    /// Classifies a failed delivery, using the last error librdkafka reported to say why.
+    fn failure(&self, err: &KafkaError) -> Failure {
+        let code = err.rdkafka_error_code();
+        match code {
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::TopicAuthorizationFailed,
+            ) => return Failure::Permanent(err.to_string()),
+            Some(RDKafkaErrorCode::QueueFull) => {
+                return Failure::Transient(OutputError::Overloaded {
+                    output: NAME,
+                    message: err.to_string(),
+                });
+            }
+            _ => {}
+        }
+        let last = self.last_error.lock().expect("not poisoned").clone();
+        let message = match &last {
+            Some((_, reason)) => format!("{err}; last client error: {reason}"),
+            None => err.to_string(),
+        };
+        Failure::Transient(match last.map(|(code, _)| code) {
+            Some(RDKafkaErrorCode::SSL) => OutputError::Tls {
+                output: NAME,
+                message,
+            },
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                OutputError::Auth {
+                    output: NAME,
+                    message,
+                }
+            }
+            Some(
+                RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve,
+            ) => OutputError::Unreachable {
+                output: NAME,
+                message,
+            },
+            _ if code == Some(RDKafkaErrorCode::MessageTimedOut) => OutputError::Timeout {
+                output: NAME,
+                message,
+            },
+            _ => OutputError::Rejected {
+                output: NAME,
+                message,
+            },
+        })
+    }
+
+    /// Waits for one delivery report and records its outcome.
+    async fn settle(
+        &self,
+        index: usize,
+        delivery: DeliveryFuture,
+        refused: &mut Vec<(usize, String)>,
+        first_error: &mut Option<OutputError>,
+    ) {
+        let failure = match delivery.await {
+            Ok(Ok(_)) => return,
+            Ok(Err((err, _))) => self.failure(&err),
+            Err(_canceled) => Failure::Transient(OutputError::Rejected {
+                output: NAME,
+                message: "the producer was closed before the delivery report".into(),
+            }),
+        };
+        match failure {
+            Failure::Permanent(reason) => refused.push((index, reason)),
+            Failure::Transient(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+
+    /// Writes refused records to the dead-letter file (or counts them as dropped).
+    fn dead_letter(
+        &mut self,
+        events: &[Event],
+        refused: &[(usize, String)],
+    ) -> Result<(), OutputError> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let count = refused.len() as u64;
+        for (_, reason) in refused {
+            tracing::error!(%reason, "kafka refused an event for good");
+        }
+        match &mut self.dead_letter {
+            Some(dead) => {
+                dead.write(
+                    NAME,
+                    refused
+                        .iter()
+                        .map(|(i, reason)| (&events[*i], reason.as_str())),
+                )
+                .map_err(|source| OutputError::Io {
+                    output: NAME,
+                    source,
+                })?;
+                self.metrics.outcome(NAME, "dead_lettered", count);
+            }
+            None => self.metrics.outcome(NAME, "dropped", count),
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Output for Kafka {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn send(&mut self, events: &[Event]) -> Result<(), OutputError> {
+        // An idempotent producer that hit a fatal error (a sequence gap it cannot repair)
+        // refuses every record from then on: start a new one.
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::warn!(?code, %reason, "kafka producer hit a fatal error; recreating it");
+            self.producer = create_producer(&self.config, &self.last_error)?;
+        }
+        let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::with_capacity(events.len());
+        let mut refused: Vec<(usize, String)> = Vec::new();
+        let mut first_error = None;
+        let (mut topic, mut key) = (String::new(), String::new());
+        let mut payload = std::mem::take(&mut self.payload);
+        for (index, event) in events.iter().enumerate() {
+            payload.clear();
+            serde_json::to_writer(&mut payload, event).expect("a JSON map serialises");
+            if payload.len() > self.config.max_message_bytes as usize {
+                self.metrics.error(NAME, "oversized");
+                refused.push((
+                    index,
+                    format!(
+                        "oversized: the event is {} bytes, max_message_bytes is {}",
+                        payload.len(),
+                        self.config.max_message_bytes
+                    ),
+                ));
+                continue;
+            }
+            self.topic_of(event, &mut topic);
+            let keyed = self.key_of(event, &mut key);
+            loop {
+                let mut record = FutureRecord::to(&topic).payload(&payload);
+                if keyed {
+                    record = record.key(&key);
+                }
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push_back((index, delivery));
+                        break;
+                    }
+                    Err((err, _)) => match self.failure(&err) {
+                        // librdkafka's queue is full: wait for the oldest report, then retry.
+                        Failure::Transient(OutputError::Overloaded { .. })
+                            if !pending.is_empty() =>
+                        {
+                            let (i, delivery) = pending.pop_front().expect("not empty");
+                            self.settle(i, delivery, &mut refused, &mut first_error)
+                                .await;
+                        }
+                        Failure::Permanent(reason) => {
+                            refused.push((index, reason));
+                            break;
+                        }
+                        Failure::Transient(err) => {
+                            first_error.get_or_insert(err);
+                            break;
+                        }
+                    },
+                }
+            }
+            if first_error.is_some() {
+                break;
+            }
+        }
+        self.payload = payload;
+        // Every report is awaited even after a failure: the batch is retried as a whole, and
+        // records still in flight would otherwise race with their own retries.
+        while let Some((i, delivery)) = pending.pop_front() {
+            self.settle(i, delivery, &mut refused, &mut first_error)
+                .await;
+        }
+        if let Some(err) = first_error {
+            self.metrics.error(NAME, err.metric_label());
+            return Err(err);
+        }
+        // Delivered: an error remembered from an earlier outage no longer explains anything.
+        *self.last_error.lock().expect("not poisoned") = None;
+        refused.sort_unstable_by_key(|(i, _)| *i);
+        self.dead_letter(events, &refused)?;
+        self.metrics
+            .outcome(NAME, "acked", (events.len() - refused.len()) as u64);
+        Ok(())
+    }
+}
+
+fn create_producer(
+    config: &KafkaConfig,
+    last_error: &LastError,
+) -> Result<FutureProducer<Context>, OutputError> {
+    let mut client = config.client_config();
+    client.set_log_level(RDKafkaLogLevel::Warning);
+    client
+        .create_with_context(Context {
+            last_error: Arc::clone(last_error),
+        })
+        .map_err(|err| OutputError::Config {
+            output: NAME,
+            message: err.to_string(),
+        })
+}
+
+/// Routes librdkafka's logs to `tracing` and remembers its last error, which explains a
+/// delivery timeout (connection refused, TLS handshake, SASL).
+struct Context {
+    last_error: LastError,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
+        if let Some(code) = error.rdkafka_error_code() {
+            *self.last_error.lock().expect("not poisoned") = Some((code, reason.to_string()));
+        }
+    }
+}

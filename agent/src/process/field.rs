@@ -1,0 +1,142 @@
+//! Dotted field paths (`client.geo.city_name`) into an [`Event`].
+//!
+//! A path names nested objects, as in Filebeat and ECS. A key that itself contains dots (a
+//! flat `"client.ip"` key decoded from JSON) is found too: at each level the whole remaining
+//! path is tried as a key before it is split.
+
+use super::Event;
+use serde_json::{Map, Value};
+
+/// The value at `path`, if there is one.
+pub fn get<'a>(event: &'a Event, path: &str) -> Option<&'a Value> {
+    if let Some(value) = event.get(path) {
+        return Some(value);
+    }
+    let (head, rest) = path.split_once('.')?;
+    get(event.get(head)?.as_object()?, rest)
+}
+
+/// The string at `path`, if the value there is a string.
+pub fn get_str<'a>(event: &'a Event, path: &str) -> Option<&'a str> {
+    get(event, path)?.as_str()
+}
+
+/// Sets `path` to `value`, creating the objects on the way (and replacing a non-object that
+/// stands where an object must go). Returns the value it replaced.
+pub fn insert(event: &mut Event, path: &str, value: Value) -> Option<Value> {
+    match path.split_once('.') {
+        None => event.insert(path.to_string(), value),
+        Some((head, rest)) => insert(object_at(event, head), rest, value),
+    }
+}
+
+/// Like [`insert`], but leaves an existing value alone. Returns whether it inserted.
+pub fn insert_if_absent(event: &mut Event, path: &str, value: Value) -> bool {
+    if get(event, path).is_some() {
+        return false;
+    }
+    insert(event, path, value);
+    true
+}
+
+/// The object at `path`, created (or made an object) if needed; `""` is the event itself.
+pub fn object_mut<'a>(event: &'a mut Event, path: &str) -> &'a mut Map<String, Value> {
+    if path.is_empty() {
+        return event;
+    }
+    match path.split_once('.') {
+        None => object_at(event, path),
+        Some((head, rest)) => object_mut(object_at(event, head), rest),
+    }
+}
+
+/// Removes and returns the value at `path`; an object left empty by that stays.
+pub fn remove(event: &mut Event, path: &str) -> Option<Value> {
+    if let Some(value) = event.remove(path) {
+        return Some(value);
+    }
+    let (head, rest) = path.split_once('.')?;
+    remove(event.get_mut(head)?.as_object_mut()?, rest)
+}
+
+fn object_at<'a>(event: &'a mut Event, key: &str) -> &'a mut Map<String, Value> {
+    let slot = event
+        .entry(key)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    slot.as_object_mut().expect("made an object above")
+}
+
+/// Appends `flag` to the event's `log.flags` list unless it is there already.
+pub fn add_flag(event: &mut Event, flag: &str) {
+    let log = object_mut(event, "log");
+    let flags = log
+        .entry("flags")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !flags.is_array() {
+        *flags = Value::Array(Vec::new());
+    }
+    let flags = flags.as_array_mut().expect("made an array above");
+    if !flags.iter().any(|f| f == flag) {
+        flags.push(flag.into());
+    }
+}
+
+/// Records why processing failed in `error.message`, keeping the rest of the event as it is.
+pub fn set_error(event: &mut Event, message: impl Into<String>) {
+    insert(event, "error.message", Value::String(message.into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(value: Value) -> Event {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn nested_and_flat_keys_are_both_found() {
+        let e = event(json!({ "client": { "ip": "1.2.3.4" }, "url.path": "/a" }));
+        assert_eq!(get(&e, "client.ip"), Some(&json!("1.2.3.4")));
+        assert_eq!(get(&e, "url.path"), Some(&json!("/a")));
+        assert_eq!(get(&e, "client.port"), None);
+        assert_eq!(get(&e, "url.path.x"), None);
+    }
+
+    #[test]
+    fn insert_creates_objects_and_replaces_scalars_in_the_way() {
+        let mut e = event(json!({ "http": "oops" }));
+        insert(&mut e, "http.response.status_code", json!(200));
+        assert_eq!(
+            e,
+            event(json!({ "http": { "response": { "status_code": 200 } } }))
+        );
+        assert!(!insert_if_absent(
+            &mut e,
+            "http.response.status_code",
+            json!(500)
+        ));
+        assert_eq!(e["http"]["response"]["status_code"], 200);
+    }
+
+    #[test]
+    fn remove_returns_the_value() {
+        let mut e = event(json!({ "a": { "b": 1, "c": 2 } }));
+        assert_eq!(remove(&mut e, "a.b"), Some(json!(1)));
+        assert_eq!(remove(&mut e, "a.x"), None);
+        assert_eq!(e, event(json!({ "a": { "c": 2 } })));
+    }
+
+    #[test]
+    fn flags_are_a_set() {
+        let mut e = Event::new();
+        add_flag(&mut e, "multiline");
+        add_flag(&mut e, "multiline");
+        add_flag(&mut e, "truncated");
+        assert_eq!(e["log"]["flags"], json!(["multiline", "truncated"]));
+    }
+}

@@ -1,0 +1,263 @@
+//! `http`: the HTTP request of an event, as ECS fields: `http.request.method`, `url.path`,
+//! `url.query`, `http.response.status_code`, `http.response.body.bytes`, and `http.route`,
+//! the path with its ids replaced by `:id` (`/users/42/orders/9f1c…` → `/users/:id/orders/:id`)
+//! so requests group by endpoint.
+//!
+//! The request comes from fields an earlier parser set (`url.original`, as `nginx` and
+//! `apache` do), else from `field`: a combined access log line, or any text with a
+//! `METHOD /path` in it (`GET /users/42 200 12ms`). Fields already set are left alone.
+
+use super::parse::access::{self, AccessLine, Request};
+use super::{Event, field};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// `http` configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The text to find the request in when `url.original` is not set. Default: `message`.
+    #[serde(default = "default_field")]
+    pub field: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            field: default_field(),
+        }
+    }
+}
+
+fn default_field() -> String {
+    "message".to_string()
+}
+
+/// Built `http`.
+#[derive(Debug, Clone)]
+pub struct Http {
+    field: String,
+}
+
+/// What was found of a request.
+#[derive(Default)]
+struct Found {
+    method: Option<String>,
+    target: Option<String>,
+    status: Option<u16>,
+    bytes: Option<u64>,
+}
+
+impl Http {
+    pub fn build(config: &HttpConfig) -> Self {
+        Self {
+            field: config.field.clone(),
+        }
+    }
+
+    pub fn apply(&self, event: &mut Event) {
+        let found = match field::get_str(event, "url.original") {
+            Some(target) => Found {
+                target: Some(target.to_string()),
+                ..Found::default()
+            },
+            None => match field::get_str(event, &self.field) {
+                Some(text) => find(text),
+                None => return,
+            },
+        };
+        let Some(target) = found.target else { return };
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target.as_str(), None),
+        };
+        // An absolute URL (a proxy's request line) has its path after the authority.
+        let path = match path.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => path,
+        };
+        let route = route(path);
+        let mut set: Vec<(&str, Value)> = vec![
+            ("url.path", path.into()),
+            ("http.route", route.into_owned().into()),
+        ];
+        if let Some(query) = query {
+            set.push(("url.query", query.into()));
+        }
+        if let Some(method) = found.method {
+            set.push(("http.request.method", method.into()));
+        }
+        if let Some(status) = found.status {
+            set.push(("http.response.status_code", status.into()));
+        }
+        if let Some(bytes) = found.bytes {
+            set.push(("http.response.body.bytes", bytes.into()));
+        }
+        set.push(("url.original", target.clone().into()));
+        for (path, value) in set {
+            field::insert_if_absent(event, path, value);
+        }
+    }
+}
+
+/// The request in a line of text.
+fn find(text: &str) -> Found {
+    if let Some(AccessLine {
+        request: Request::Line { method, target, .. },
+        status,
+        bytes,
+        ..
+    }) = access::parse_line(text)
+    {
+        return Found {
+            method: Some(method.into_owned()),
+            target: Some(target.into_owned()),
+            status,
+            bytes,
+        };
+    }
+    // Free text: the first `METHOD /path`, and a status right after it if there is one.
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .filter(|w| !w.is_empty())
+        .collect();
+    for (i, pair) in words.windows(2).enumerate() {
+        if is_method(pair[0]) && pair[1].starts_with('/') {
+            let status = words
+                .iter()
+                .skip(i + 2)
+                .take(2)
+                .find_map(|w| w.parse::<u16>().ok().filter(|s| (100..600).contains(s)));
+            return Found {
+                method: Some(pair[0].to_string()),
+                target: Some(pair[1].to_string()),
+                status,
+                bytes: None,
+            };
+        }
+    }
+    Found::default()
+}
+
+fn is_method(word: &str) -> bool {
+    matches!(
+        word,
+        "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" | "CONNECT" | "TRACE"
+    )
+}
+
+/// `path` with every id-like segment replaced by `:id`.
+pub fn route(path: &str) -> Cow<'_, str> {
+    if !path.split('/').any(is_id) {
+        return Cow::Borrowed(path);
+    }
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|s| if is_id(s) { ":id" } else { s })
+        .collect();
+    Cow::Owned(segments.join("/"))
+}
+
+/// Whether a path segment names one resource rather than a collection: a number, a UUID,
+/// a hex digest or object id (8+ hex digits, at least one a digit), or a long opaque token
+/// (16+ characters of letters, digits, `-` and `_`, with digits in it).
+fn is_id(segment: &str) -> bool {
+    let len = segment.len();
+    if len == 0 {
+        return false;
+    }
+    let bytes = segment.as_bytes();
+    let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
+    if digits == len {
+        return true;
+    }
+    if digits == 0 {
+        return false;
+    }
+    let hex = bytes.iter().all(|b| b.is_ascii_hexdigit() || *b == b'-');
+    if hex && len >= 8 {
+        return true;
+    }
+    len >= 16
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(event: serde_json::Value) -> Event {
+        let mut event = event.as_object().unwrap().clone();
+        Http::build(&HttpConfig::default()).apply(&mut event);
+        event
+    }
+
+    #[test]
+    fn routes_normalise_ids() {
+        for (path, want) in [
+            ("/users/42/orders/9f1c2a7e", "/users/:id/orders/:id"),
+            (
+                "/users/42/orders/9f1c2a7e-6b1d-4f7e-9a51-0c6e2f9b8d11",
+                "/users/:id/orders/:id",
+            ),
+            ("/objects/507f1f77bcf86cd799439011/raw", "/objects/:id/raw"),
+            ("/t/Ab3dEfGh1jKlMn0pQ", "/t/:id"),
+            ("/v1/health", "/v1/health"),
+            ("/api/users/me", "/api/users/me"),
+            ("/", "/"),
+        ] {
+            assert_eq!(route(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn from_an_access_log_line() {
+        let e = run(json!({
+            "message": r#"1.2.3.4 - - [01/Jan/2026:00:00:00 +0000] "DELETE /users/42?force=1 HTTP/1.1" 204 0 "-" "curl/8""#
+        }));
+        assert_eq!(e["http"]["request"]["method"], "DELETE");
+        assert_eq!(e["http"]["route"], "/users/:id");
+        assert_eq!(
+            e["http"]["response"],
+            json!({ "status_code": 204, "body": { "bytes": 0 } })
+        );
+        assert_eq!(
+            e["url"],
+            json!({ "original": "/users/42?force=1", "path": "/users/42", "query": "force=1" })
+        );
+    }
+
+    #[test]
+    fn from_free_text_and_from_parsed_fields() {
+        let e = run(json!({ "message": "request done: GET /orders/77/items 500 in 12ms" }));
+        assert_eq!(e["http"]["request"]["method"], "GET");
+        assert_eq!(e["http"]["response"]["status_code"], 500);
+        assert_eq!(e["http"]["route"], "/orders/:id/items");
+
+        let e = run(json!({
+            "message": "ignored",
+            "url": { "original": "http://example.com/a/123?q" },
+            "http": { "request": { "method": "PUT" } }
+        }));
+        assert_eq!(e["url"]["path"], "/a/123");
+        assert_eq!(e["url"]["query"], "q");
+        assert_eq!(e["http"]["route"], "/a/:id");
+        assert_eq!(e["http"]["request"]["method"], "PUT");
+    }
+
+    #[test]
+    fn text_without_a_request_is_left_alone() {
+        let e = run(json!({ "message": "GET ready" }));
+        assert_eq!(
+            e,
+            json!({ "message": "GET ready" })
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+    }
+}

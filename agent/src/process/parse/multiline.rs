@@ -1,0 +1,272 @@
+//! `multiline`: joins consecutive lines into one event by a pattern, as Filebeat's
+//! `multiline.type: pattern` does (Java stack traces, wrapped messages).
+//!
+//! `negate` flips the pattern; `match: after` appends the matching lines to the line before
+//! them, `match: before` prepends them to the line after them. A group that sees no new line
+//! for `timeout` is emitted anyway, so the last event of a quiet file is never held forever.
+
+use super::message;
+use crate::process::condition::compile;
+use crate::process::{BuildError, Event, field};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// `multiline` parser configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultilineConfig {
+    /// Only `pattern` is supported. Default: pattern.
+    #[serde(rename = "type", default)]
+    pub kind: MultilineKind,
+    /// The regular expression lines are matched against.
+    pub pattern: String,
+    /// Lines that do *not* match are the ones joined. Default: false.
+    #[serde(default)]
+    pub negate: bool,
+    /// Where joined lines go. Default: after.
+    #[serde(rename = "match", default)]
+    pub position: Position,
+    /// Lines beyond this many are dropped from the group (flagged `truncated`). Default: 500.
+    #[serde(default = "default_max_lines")]
+    pub max_lines: usize,
+    /// A group is emitted after this long without a new line. Default: 5s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// The kinds of multiline grouping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MultilineKind {
+    #[default]
+    Pattern,
+}
+
+/// `match:` of [`MultilineConfig`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Position {
+    #[default]
+    After,
+    Before,
+}
+
+fn default_max_lines() -> usize {
+    500
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Built `multiline` parser, with its open group.
+#[derive(Debug, Clone)]
+pub struct Multiline {
+    pattern: Regex,
+    negate: bool,
+    position: Position,
+    max_lines: usize,
+    timeout: Duration,
+    group: Option<Group>,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    /// The first line's event; its `message` becomes the joined text.
+    first: Event,
+    text: String,
+    lines: usize,
+    truncated: bool,
+    last_line_at: Instant,
+}
+
+impl Multiline {
+    pub fn build(config: &MultilineConfig) -> Result<Self, BuildError> {
+        if config.max_lines == 0 {
+            return Err(BuildError::InvalidOption {
+                what: "multiline",
+                message: "`max_lines` must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            pattern: compile("multiline", &config.pattern)?,
+            negate: config.negate,
+            position: config.position,
+            max_lines: config.max_lines,
+            timeout: config.timeout,
+            group: None,
+        })
+    }
+
+    pub fn push(&mut self, event: Event, emit: &mut dyn FnMut(Event)) {
+        let Some(text) = message(&event) else {
+            return emit(event);
+        };
+        let joins = self.pattern.is_match(text) != self.negate;
+        match self.position {
+            // A joining line continues the open group; any other line starts a new one.
+            Position::After => {
+                if !(joins && self.group.is_some()) {
+                    self.emit_group(emit);
+                }
+                self.add(event);
+            }
+            // A joining line continues into the next; any other line ends its group.
+            Position::Before => {
+                self.add(event);
+                if !joins {
+                    self.emit_group(emit);
+                }
+            }
+        }
+    }
+
+    /// Emits the open group: always when `now` is `None`, else if it timed out by `now`.
+    pub fn flush(&mut self, now: Option<Instant>, emit: &mut dyn FnMut(Event)) {
+        let expired = match (&self.group, now) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(group), Some(now)) => now.duration_since(group.last_line_at) >= self.timeout,
+        };
+        if expired {
+            self.emit_group(emit);
+        }
+    }
+
+    pub fn pending_offset(&self) -> Option<u64> {
+        field::get(&self.group.as_ref()?.first, "log.offset")?.as_u64()
+    }
+
+    fn add(&mut self, event: Event) {
+        let now = Instant::now();
+        let text = message(&event).unwrap_or_default();
+        match &mut self.group {
+            None => {
+                self.group = Some(Group {
+                    text: text.to_string(),
+                    first: event,
+                    lines: 1,
+                    truncated: false,
+                    last_line_at: now,
+                })
+            }
+            Some(group) => {
+                group.last_line_at = now;
+                if group.lines >= self.max_lines {
+                    group.truncated = true;
+                    return;
+                }
+                group.text.push('\n');
+                group.text.push_str(text);
+                group.lines += 1;
+            }
+        }
+    }
+
+    fn emit_group(&mut self, emit: &mut dyn FnMut(Event)) {
+        let Some(mut group) = self.group.take() else {
+            return;
+        };
+        if group.lines > 1 {
+            field::add_flag(&mut group.first, "multiline");
+        }
+        if group.truncated {
+            field::add_flag(&mut group.first, "truncated");
+        }
+        group
+            .first
+            .insert("message".into(), Value::String(group.text));
+        emit(group.first);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{line, parsers};
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    fn run(yaml: &str, lines: &[&str]) -> (Vec<String>, Vec<serde_json::Value>) {
+        let mut p = parsers(yaml);
+        let mut out = Vec::new();
+        for (n, text) in lines.iter().enumerate() {
+            p.push(line(n as u64, text), &mut out);
+        }
+        p.flush(&mut out);
+        let texts = out
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect();
+        let offsets = out.iter().map(|e| e["log"]["offset"].clone()).collect();
+        (texts, offsets)
+    }
+
+    const JAVA: [&str; 6] = [
+        "2026-01-01 ERROR boom",
+        "java.lang.IllegalStateException: x",
+        "\tat a.B.c(B.java:10)",
+        "\tat a.B.d(B.java:20)",
+        "2026-01-01 INFO ok",
+        "2026-01-01 INFO ok again",
+    ];
+
+    #[test]
+    fn java_stack_trace_with_negate_after() {
+        let (texts, offsets) = run(
+            "[ { multiline: { pattern: '^\\d{4}-', negate: true, match: after } } ]",
+            &JAVA,
+        );
+        assert_eq!(
+            texts,
+            vec![JAVA[..4].join("\n"), JAVA[4].into(), JAVA[5].into()]
+        );
+        assert_eq!(offsets, vec![json!(0), json!(4), json!(5)]);
+    }
+
+    #[test]
+    fn continuation_lines_with_match_after() {
+        let (texts, _) = run(
+            "[ { multiline: { pattern: '^\\s', match: after } } ]",
+            &["a", " b", " c", "d", " e"],
+        );
+        assert_eq!(texts, vec!["a\n b\n c", "d\n e"]);
+    }
+
+    #[test]
+    fn trailing_backslash_with_match_before() {
+        let (texts, _) = run(
+            "[ { multiline: { pattern: '\\\\$', match: before } } ]",
+            &["one \\", "two \\", "three", "four"],
+        );
+        assert_eq!(texts, vec!["one \\\ntwo \\\nthree", "four"]);
+    }
+
+    #[test]
+    fn max_lines_truncates_and_flags() {
+        let mut p = parsers("[ { multiline: { pattern: '^\\s', max_lines: 2 } } ]");
+        let mut out = Vec::new();
+        for (n, text) in ["a", " b", " c", " d"].iter().enumerate() {
+            p.push(line(n as u64, text), &mut out);
+        }
+        p.flush(&mut out);
+        assert_eq!(out[0]["message"], "a\n b");
+        assert_eq!(out[0]["log"]["flags"], json!(["multiline", "truncated"]));
+    }
+
+    #[test]
+    fn an_unterminated_group_is_flushed_at_its_timeout() {
+        let mut p = parsers("[ { multiline: { pattern: '^\\s', timeout: 2s } } ]");
+        let mut out = Vec::new();
+        p.push(line(0, "Exception"), &mut out);
+        p.push(line(10, "  at x"), &mut out);
+        let pushed = Instant::now();
+        p.flush_expired(pushed, &mut out);
+        assert!(out.is_empty(), "not yet timed out");
+        p.flush_expired(pushed + Duration::from_secs(3), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["message"], "Exception\n  at x");
+        assert_eq!(p.pending_offset(), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! `ndjson`: decodes a message that is a JSON object into the event (or under a target).
+
+use super::message;
+use crate::process::{Event, field};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `ndjson` parser configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NdjsonConfig {
+    /// Where the decoded keys go; `""` is the event's root, where the raw line (`message`) is
+    /// replaced by the object's own keys. Default: `""`.
+    #[serde(default)]
+    pub target: String,
+    /// At the root, decoded keys replace fields the agent set (`@timestamp`, `log`, `host`…).
+    /// Default: false.
+    #[serde(default)]
+    pub overwrite_keys: bool,
+    /// Dotted keys (`"log.level"`) become nested objects, as ECS loggers write them.
+    /// Default: false.
+    #[serde(default)]
+    pub expand_keys: bool,
+    /// The decoded key whose string becomes `message` (for multiline and filters after this
+    /// parser). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_key: Option<String>,
+}
+
+/// Built `ndjson` parser.
+#[derive(Debug, Clone)]
+pub struct Ndjson {
+    config: NdjsonConfig,
+}
+
+impl Ndjson {
+    pub fn build(config: &NdjsonConfig) -> Self {
+        Self {
+            config: config.clone(),
+        }
+    }
+
+    /// Decodes `message`; a line that is not a JSON object keeps its text and gets
+    /// `error.message`.
+    pub fn apply(&self, event: &mut Event) {
+        let decoded = match message(event).map(serde_json::from_str::<Value>) {
+            None => return,
+            Some(Ok(Value::Object(object))) => object,
+            Some(Ok(_)) => {
+                return field::set_error(event, "ndjson: the line is JSON but not an object");
+            }
+            Some(Err(err)) => {
+                return field::set_error(event, format!("ndjson: cannot decode the line: {err}"));
+            }
+        };
+        let decoded = if self.config.expand_keys {
+            expand(decoded)
+        } else {
+            decoded
+        };
+        let message_text = self
+            .config
+            .message_key
+            .as_deref()
+            .and_then(|key| field::get(&decoded, key)?.as_str().map(str::to_string));
+        if self.config.target.is_empty() {
+            event.remove("message");
+            for (key, value) in decoded {
+                if self.config.overwrite_keys || !event.contains_key(&key) {
+                    event.insert(key, value);
+                }
+            }
+        } else {
+            field::insert(event, &self.config.target, Value::Object(decoded));
+        }
+        if let Some(text) = message_text {
+            event.insert("message".into(), text.into());
+        }
+    }
+}
+
+/// Turns `{"log.level": "x"}` into `{"log": {"level": "x"}}`, recursively.
+fn expand(object: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (key, value) in object {
+        let value = match value {
+            Value::Object(inner) => Value::Object(expand(inner)),
+            other => other,
+        };
+        field::insert(&mut out, &key, value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{line, parsers};
+    use serde_json::json;
+
+    #[test]
+    fn decodes_at_the_root_without_clobbering_agent_fields() {
+        let mut p = parsers("[ { ndjson: { expand_keys: true } } ]");
+        let mut out = Vec::new();
+        p.push(
+            line(
+                5,
+                r#"{"message":"hi","log.level":"warn","log":{"logger":"x"},"user":{"id":7}}"#,
+            ),
+            &mut out,
+        );
+        let e = &out[0];
+        assert_eq!(e["message"], "hi");
+        assert_eq!(e["user"]["id"], 7);
+        assert_eq!(e["log"]["offset"], 5, "the agent's log object is kept");
+        assert!(e.get("error").is_none());
+    }
+
+    #[test]
+    fn decodes_under_a_target_and_picks_the_message_key() {
+        let mut p = parsers("[ { ndjson: { target: json, message_key: msg } } ]");
+        let mut out = Vec::new();
+        p.push(line(0, r#"{"msg":"hello","n":1}"#), &mut out);
+        assert_eq!(out[0]["json"], json!({ "msg": "hello", "n": 1 }));
+        assert_eq!(out[0]["message"], "hello");
+    }
+
+    #[test]
+    fn broken_json_keeps_the_raw_line_with_an_error() {
+        let mut p = parsers("[ { ndjson: {} } ]");
+        let mut out = Vec::new();
+        p.push(line(0, r#"{"message": "cut off"#), &mut out);
+        p.push(line(1, "[1, 2]"), &mut out);
+        assert_eq!(out[0]["message"], r#"{"message": "cut off"#);
+        let error = out[0]["error"]["message"].as_str().unwrap();
+        assert!(
+            error.starts_with("ndjson: cannot decode the line: EOF"),
+            "{error}"
+        );
+        assert_eq!(out[1]["message"], "[1, 2]");
+        assert_eq!(
+            out[1]["error"]["message"],
+            "ndjson: the line is JSON but not an object"
+        );
+    }
+}

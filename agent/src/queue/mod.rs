@@ -1,0 +1,607 @@
+//! Between the readers and the outputs: a bounded queue that every output consumes at its
+//! own pace, from its own cursor.
+//!
+//! Each output has a task that takes the batches in order, sends each until the output
+//! acknowledges it (waiting longer after each failure), then moves its cursor. A slow or dead
+//! output therefore holds back only itself until the queue is full; then [`Queue::push`]
+//! waits, and so do the readers (backpressure; nothing is dropped).
+//!
+//! - **Memory queue** (default): bounded by events and bytes. A batch's commit token (its
+//!   registry checkpoint) is handed back, in push order, once *every* output has acknowledged
+//!   it, so a line's offset is committed only after all outputs have it.
+//! - **Disk queue** (`queue.disk`): batches are appended to segment files and fsynced; that is
+//!   when their token is handed back, so the readers and the registry go on while an output is
+//!   down, until `max_size` is reached. Each output's cursor is saved after every
+//!   acknowledgement, so after a crash each output resumes where *it* stopped.
+
+pub mod config;
+pub mod disk;
+
+pub use config::QueueConfig;
+
+use crate::output::{Output, OutputError};
+use crate::process::Event;
+use disk::{DiskStore, Location};
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// First wait before sending a batch again to an output that failed; doubles up to
+/// [`MAX_RETRY_WAIT`].
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(100);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the queue failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("disk queue {path}: {source}")]
+    Disk {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the queue is closed")]
+    Closed,
+}
+
+/// Called with each batch's token once the batch is safe (see the module docs).
+pub type OnSafe<T> = Box<dyn FnMut(T) + Send>;
+
+/// The queue, with one consumer task per output.
+pub struct Queue<T: Send + 'static> {
+    shared: Arc<Shared<T>>,
+    consumers: Vec<JoinHandle<()>>,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    /// Bumped on every push: consumers wait on it.
+    pushed: watch::Sender<u64>,
+    /// Bumped on every release: a full queue's producer waits on it.
+    released: watch::Sender<u64>,
+    on_safe: Mutex<OnSafe<T>>,
+    store: Option<(std::path::PathBuf, Mutex<DiskStore>)>,
+    max_events: usize,
+    max_bytes: u64,
+}
+
+struct State<T> {
+    /// Batches not yet acknowledged by every output, oldest first, numbered consecutively.
+    entries: VecDeque<Entry<T>>,
+    next_seq: u64,
+    /// Per output (by index), the number of the next batch it must send.
+    cursors: Vec<u64>,
+    names: Vec<&'static str>,
+    events: usize,
+    bytes: u64,
+    closed: bool,
+}
+
+struct Entry<T> {
+    seq: u64,
+    payload: Payload,
+    /// Handed back when every output has the batch (memory queue only).
+    token: Option<T>,
+    events: usize,
+    bytes: u64,
+}
+
+#[derive(Clone)]
+enum Payload {
+    Memory(Arc<Vec<Event>>),
+    Disk(Location),
+}
+
+impl<T> State<T> {
+    fn front_seq(&self) -> u64 {
+        self.entries.front().map_or(self.next_seq, |e| e.seq)
+    }
+}
+
+impl<T: Send + 'static> Queue<T> {
+    /// Starts one consumer task per output. With a disk queue, the batches stored by an
+    /// earlier run are delivered first, each output from its saved cursor.
+    pub fn start(
+        config: &QueueConfig,
+        outputs: Vec<Box<dyn Output>>,
+        on_safe: OnSafe<T>,
+    ) -> Result<Self, QueueError> {
+        let names: Vec<&'static str> = outputs.iter().map(|o| o.name()).collect();
+        let mut state = State {
+            entries: VecDeque::new(),
+            next_seq: 0,
+            cursors: vec![0; outputs.len()],
+            names,
+            events: 0,
+            bytes: 0,
+            closed: false,
+        };
+        let (store, max_events, max_bytes) = match &config.disk {
+            None => (None, config.mem.events, config.mem.bytes),
+            Some(disk) => {
+                let error = |source| QueueError::Disk {
+                    path: disk.path.clone(),
+                    source,
+                };
+                let segment = disk.segment_size.min(disk.max_size / 8).max(1);
+                let (store, recovered, saved) =
+                    DiskStore::open(&disk.path, segment).map_err(error)?;
+                let first = recovered.first().map_or(0, |r| r.seq);
+                state.next_seq = recovered.last().map_or(0, |r| r.seq + 1);
+                for (cursor, name) in state.cursors.iter_mut().zip(&state.names) {
+                    *cursor = saved.get(*name).copied().unwrap_or(first).max(first);
+                }
+                let oldest = state
+                    .cursors
+                    .iter()
+                    .copied()
+                    .min()
+                    .unwrap_or(state.next_seq);
+                state.entries = recovered
+                    .into_iter()
+                    .filter(|r| r.seq >= oldest)
+                    .map(|r| Entry {
+                        seq: r.seq,
+                        payload: Payload::Disk(r.location),
+                        token: None,
+                        events: 0,
+                        bytes: 0,
+                    })
+                    .collect();
+                if !state.entries.is_empty() {
+                    tracing::info!(
+                        batches = state.entries.len(),
+                        "disk queue: resuming the batches stored by the last run"
+                    );
+                }
+                state.bytes = store.size();
+                (
+                    Some((disk.path.clone(), Mutex::new(store))),
+                    usize::MAX,
+                    disk.max_size,
+                )
+            }
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            pushed: watch::Sender::new(0),
+            released: watch::Sender::new(0),
+            on_safe: Mutex::new(on_safe),
+            store,
+            max_events,
+            max_bytes,
+        });
+        let consumers = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, output)| tokio::spawn(consume(Arc::clone(&shared), index, output)))
+            .collect();
+        Ok(Self { shared, consumers })
+    }
+
+    /// Adds a batch (possibly empty: then only its token travels, in order). Waits while the
+    /// queue is full; an empty queue takes any batch, so one larger than the bounds still goes.
+    pub async fn push(&self, events: Vec<Event>, token: T) -> Result<(), QueueError> {
+        let shared = &self.shared;
+        let (payload, bytes) = match &shared.store {
+            None => {
+                let bytes = events.iter().map(estimate_size).sum::<usize>() as u64;
+                (None, bytes)
+            }
+            Some(_) => {
+                let json = serde_json::to_vec(&events).expect("events serialise");
+                let bytes = json.len() as u64 + 16;
+                (Some(json), bytes)
+            }
+        };
+        let mut released = shared.released.subscribe();
+        loop {
+            {
+                let state = shared.state.lock().expect("not poisoned");
+                if state.closed {
+                    return Err(QueueError::Closed);
+                }
+                let fits = state.events + events.len() <= shared.max_events
+                    && state.bytes + bytes <= shared.max_bytes;
+                if fits || state.entries.is_empty() {
+                    break;
+                }
+            }
+            released.changed().await.map_err(|_| QueueError::Closed)?;
+        }
+        let seq = shared.state.lock().expect("not poisoned").next_seq;
+        let entry = match (&shared.store, payload) {
+            (Some((path, _)), Some(json)) => {
+                let owned = Arc::clone(shared);
+                let location = tokio::task::spawn_blocking(move || {
+                    let (_, store) = owned.store.as_ref().expect("a disk queue");
+                    store.lock().expect("not poisoned").append(seq, &json)
+                })
+                .await
+                .expect("the disk append does not panic")
+                .map_err(|source| QueueError::Disk {
+                    path: path.clone(),
+                    source,
+                })?;
+                // Stored and fsynced: the batch is safe now, whatever happens to the outputs.
+                (shared.on_safe.lock().expect("not poisoned"))(token);
+                Entry {
+                    seq,
+                    payload: Payload::Disk(location),
+                    token: None,
+                    events: 0,
+                    bytes,
+                }
+            }
+            _ => Entry {
+                seq,
+                events: events.len(),
+                payload: Payload::Memory(Arc::new(events)),
+                token: Some(token),
+                bytes,
+            },
+        };
+        {
+            let mut state = shared.state.lock().expect("not poisoned");
+            state.events += entry.events;
+            state.bytes += entry.bytes;
+            state.next_seq = seq + 1;
+            state.entries.push_back(entry);
+        }
+        shared.pushed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Stops taking batches and waits until every output has sent every batch, for at most
+    /// `deadline`. Returns whether everything was delivered.
+    pub async fn close(self, deadline: Duration) -> bool {
+        self.shared.state.lock().expect("not poisoned").closed = true;
+        self.shared.pushed.send_modify(|n| *n += 1);
+        let mut consumers = self.consumers;
+        let drained = tokio::time::timeout(deadline, async {
+            for consumer in &mut consumers {
+                let _ = consumer.await;
+            }
+        })
+        .await
+        .is_ok();
+        if !drained {
+            // What is left is read again at the next start (memory) or stays on disk.
+            for consumer in &consumers {
+                consumer.abort();
+            }
+        }
+        drained
+    }
+
+    /// Batches and events held now (for metrics and tests).
+    pub fn len(&self) -> (usize, usize) {
+        let state = self.shared.state.lock().expect("not poisoned");
+        (state.entries.len(), state.events)
+    }
+
+    /// Whether no batch is waiting for any output.
+    pub fn is_empty(&self) -> bool {
+        self.len().0 == 0
+    }
+}
+
+/// One output's consumer: sends the batches from its cursor on, in order.
+async fn consume<T: Send + 'static>(
+    shared: Arc<Shared<T>>,
+    index: usize,
+    mut output: Box<dyn Output>,
+) {
+    let mut pushed = shared.pushed.subscribe();
+    loop {
+        let next = {
+            let state = shared.state.lock().expect("not poisoned");
+            let cursor = state.cursors[index];
+            let at = (cursor - state.front_seq()) as usize;
+            match state.entries.get(at) {
+                Some(entry) => Some((entry.seq, entry.payload.clone())),
+                None if state.closed => return,
+                None => None,
+            }
+        };
+        let Some((seq, payload)) = next else {
+            if pushed.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let events = match payload {
+            Payload::Memory(events) => events,
+            Payload::Disk(location) => match read(&shared, location).await {
+                Ok(events) => Arc::new(events),
+                Err(err) => {
+                    // Cut off by a crash or damaged on disk: it cannot be sent; say so loudly.
+                    tracing::error!(output = output.name(), batch = seq, %err, "disk queue: unreadable batch skipped");
+                    Arc::new(Vec::new())
+                }
+            },
+        };
+        if !events.is_empty() {
+            send_until_acknowledged(output.as_mut(), &events).await;
+        }
+        acknowledge(&shared, index, seq + 1).await;
+    }
+}
+
+async fn read<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    location: Location,
+) -> std::io::Result<Vec<Event>> {
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || {
+        let (_, store) = shared.store.as_ref().expect("a disk queue");
+        store.lock().expect("not poisoned").read(location)
+    })
+    .await
+    .expect("the disk read does not panic")
+}
+
+/// Moves output `index`'s cursor to `cursor`, then releases the batches every output has:
+/// hands back their tokens (memory) or deletes their segments (disk).
+async fn acknowledge<T: Send + 'static>(shared: &Arc<Shared<T>>, index: usize, cursor: u64) {
+    let (released, oldest, cursors, drained) = {
+        let mut state = shared.state.lock().expect("not poisoned");
+        state.cursors[index] = cursor;
+        let oldest = state.cursors.iter().copied().min().unwrap_or(cursor);
+        let mut released = Vec::new();
+        while state.entries.front().is_some_and(|e| e.seq < oldest) {
+            let entry = state.entries.pop_front().expect("checked above");
+            state.events -= entry.events;
+            if shared.store.is_none() {
+                state.bytes -= entry.bytes;
+            }
+            released.extend(entry.token);
+        }
+        let cursors: HashMap<String, u64> = state
+            .names
+            .iter()
+            .zip(&state.cursors)
+            .map(|(name, cursor)| (name.to_string(), *cursor))
+            .collect();
+        (released, oldest, cursors, state.entries.is_empty())
+    };
+    {
+        let mut on_safe = shared.on_safe.lock().expect("not poisoned");
+        for token in released {
+            on_safe(token);
+        }
+    }
+    if let Some((path, _)) = &shared.store {
+        let owned = Arc::clone(shared);
+        let result = tokio::task::spawn_blocking(move || {
+            let (_, store) = owned.store.as_ref().expect("a disk queue");
+            let mut store = store.lock().expect("not poisoned");
+            store.save_cursors(&cursors)?;
+            if drained {
+                store.release_all()?;
+            } else {
+                store.release_before(oldest)?;
+            }
+            Ok::<u64, std::io::Error>(store.size())
+        })
+        .await
+        .expect("the disk release does not panic");
+        match result {
+            Ok(size) => shared.state.lock().expect("not poisoned").bytes = size,
+            Err(err) => {
+                tracing::error!(path = %path.display(), %err, "disk queue: cannot save cursors or delete segments")
+            }
+        }
+    }
+    shared.released.send_modify(|n| *n += 1);
+}
+
+/// Sends `events` to `output` until it acknowledges them, waiting longer after each failure:
+/// nothing is dropped, and the queue fills meanwhile (backpressure).
+pub async fn send_until_acknowledged(output: &mut dyn Output, events: &[Event]) {
+    let mut wait = FIRST_RETRY_WAIT;
+    loop {
+        match output.send(events).await {
+            Ok(()) => return,
+            Err(err) => {
+                log_failure(output.name(), &err, wait);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY_WAIT);
+            }
+        }
+    }
+}
+
+fn log_failure(output: &str, err: &OutputError, wait: Duration) {
+    tracing::warn!(output, kind = err.metric_label(), error = %err, retry_in = ?wait, "delivery failed");
+}
+
+/// Roughly the bytes an event takes: its strings and keys, plus a little per value.
+fn estimate_size(event: &Event) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len() + 24,
+            Value::Array(items) => items.iter().map(value).sum::<usize>() + 24,
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + 32 + value(v)).sum(),
+            _ => 16,
+        }
+    }
+    event.iter().map(|(k, v)| k.len() + 32 + value(v)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::OutputError;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// An output that records what it acknowledged, and fails while `down` is set.
+    struct Recorder {
+        name: &'static str,
+        got: Arc<Mutex<Vec<u64>>>,
+        down: Arc<AtomicBool>,
+    }
+
+    #[async_trait::async_trait]
+    impl Output for Recorder {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        async fn send(&mut self, events: &[Event]) -> Result<(), OutputError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(OutputError::Unreachable {
+                    output: self.name,
+                    message: "down".into(),
+                });
+            }
+            let mut got = self.got.lock().unwrap();
+            got.extend(events.iter().map(|e| e["n"].as_u64().unwrap()));
+            Ok(())
+        }
+    }
+
+    /// The output, what it received, and the switch that takes it down.
+    type Recorded = (Box<dyn Output>, Arc<Mutex<Vec<u64>>>, Arc<AtomicBool>);
+
+    fn recorder(name: &'static str) -> Recorded {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let down = Arc::new(AtomicBool::new(false));
+        let output = Recorder {
+            name,
+            got: Arc::clone(&got),
+            down: Arc::clone(&down),
+        };
+        (Box::new(output), got, down)
+    }
+
+    fn batch(n: u64) -> Vec<Event> {
+        vec![json!({ "n": n }).as_object().unwrap().clone()]
+    }
+
+    async fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_comes_back_only_when_every_output_has_the_batch() {
+        let (a, got_a, _) = recorder("a");
+        let (b, got_b, down_b) = recorder("b");
+        down_b.store(true, Ordering::SeqCst);
+        let safe = Arc::new(Mutex::new(Vec::new()));
+        let on_safe = {
+            let safe = Arc::clone(&safe);
+            Box::new(move |t: u64| safe.lock().unwrap().push(t))
+        };
+        let queue = Queue::start(&QueueConfig::default(), vec![a, b], on_safe).unwrap();
+        for n in 0..5 {
+            queue.push(batch(n), n).await.unwrap();
+        }
+        // Output a goes on while b is down; nothing is committed yet.
+        wait_until("output a", || got_a.lock().unwrap().len() == 5).await;
+        assert!(safe.lock().unwrap().is_empty());
+        down_b.store(false, Ordering::SeqCst);
+        wait_until("every token", || safe.lock().unwrap().len() == 5).await;
+        assert_eq!(*safe.lock().unwrap(), vec![0, 1, 2, 3, 4], "in push order");
+        assert_eq!(*got_b.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        assert!(queue.close(Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn a_full_memory_queue_makes_push_wait() {
+        let (a, got, down) = recorder("a");
+        down.store(true, Ordering::SeqCst);
+        let mut config = QueueConfig::default();
+        config.mem.events = 3;
+        let queue = Arc::new(Queue::start(&config, vec![a], Box::new(|_: u64| {})).unwrap());
+        for n in 0..3 {
+            queue.push(batch(n), n).await.unwrap();
+        }
+        let blocked = {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move { queue.push(batch(3), 3).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!blocked.is_finished(), "a fourth batch must wait for room");
+        down.store(false, Ordering::SeqCst);
+        blocked.await.unwrap().unwrap();
+        wait_until("all four", || got.lock().unwrap().len() == 4).await;
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_holds_too() {
+        let (a, got, down) = recorder("a");
+        down.store(true, Ordering::SeqCst);
+        let mut config = QueueConfig::default();
+        config.mem.bytes = 1;
+        let queue = Arc::new(Queue::start(&config, vec![a], Box::new(|_: u64| {})).unwrap());
+        // An empty queue takes a batch over the bound; the next one waits.
+        queue.push(batch(0), 0).await.unwrap();
+        let blocked = {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move { queue.push(batch(1), 1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!blocked.is_finished(), "a second batch must wait for room");
+        down.store(false, Ordering::SeqCst);
+        blocked.await.unwrap().unwrap();
+        wait_until("both", || got.lock().unwrap().len() == 2).await;
+    }
+
+    #[tokio::test]
+    async fn the_disk_queue_commits_on_store_and_resumes_each_cursor_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = QueueConfig::default();
+        config.disk = Some(config::DiskQueueConfig {
+            path: dir.path().join("q"),
+            max_size: 1 << 20,
+            segment_size: 256,
+        });
+        let (a, got_a, _) = recorder("a");
+        let (b, got_b, down_b) = recorder("b");
+        down_b.store(true, Ordering::SeqCst);
+        let safe = Arc::new(Mutex::new(Vec::new()));
+        let on_safe = {
+            let safe = Arc::clone(&safe);
+            Box::new(move |t: u64| safe.lock().unwrap().push(t))
+        };
+        let queue = Queue::start(&config, vec![a, b], on_safe).unwrap();
+        for n in 0..10 {
+            queue.push(batch(n), n).await.unwrap();
+        }
+        // Committed as soon as stored, although b has nothing yet.
+        assert_eq!(safe.lock().unwrap().len(), 10);
+        wait_until("output a", || got_a.lock().unwrap().len() == 10).await;
+        // "Crash": drop the queue without draining; b never got anything.
+        assert!(!queue.close(Duration::from_millis(200)).await);
+
+        let (a, got_a2, _) = recorder("a");
+        let (b, got_b2, _) = recorder("b");
+        let queue = Queue::start(&config, vec![a, b], Box::new(|_: u64| {})).unwrap();
+        wait_until("output b after the restart", || {
+            got_b2.lock().unwrap().len() == 10
+        })
+        .await;
+        assert!(
+            got_a2.lock().unwrap().is_empty(),
+            "a resumes after what it had"
+        );
+        assert!(got_b.lock().unwrap().is_empty());
+        assert!(queue.close(Duration::from_secs(5)).await);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("q"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .collect();
+        assert!(left.is_empty(), "delivered segments are deleted: {left:?}");
+    }
+}

@@ -1,0 +1,298 @@
+//! The Kafka output against the real broker: every event arrives once in the topic its template
+//! (or the webhook's `log-topic`) names, with every codec; refused and undeliverable events give
+//! clear errors and metrics while their neighbours still arrive.
+
+mod output_support;
+
+use output_support::{assert_all_delivered, count_offsets, events, unique};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use skiff_agent::output::kafka::config::Compression;
+use skiff_agent::output::kafka::{Kafka, KafkaConfig};
+use skiff_agent::output::metrics::OutputMetrics;
+use skiff_agent::output::{Output, OutputError};
+use skiff_agent::process::Event;
+use skiff_tests::{env, require_peer};
+use std::time::{Duration, Instant};
+
+/// How long reading a topic back may take before the test fails naming it.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A record read back: topic, key and the event.
+struct Record {
+    topic: String,
+    key: Option<String>,
+    event: Value,
+}
+
+fn config(brokers: &str) -> KafkaConfig {
+    let mut config = KafkaConfig::new(vec![brokers.to_string()]);
+    config.timeout = Duration::from_secs(30);
+    config
+}
+
+/// Every record of `topics` from the beginning up to the high watermarks at the time of the
+/// call: all that was acknowledged, and so every duplicate too.
+fn read_topics(brokers: &str, topics: &[String]) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("skiff-output-kafka-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    let mut ends = std::collections::HashMap::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .unwrap_or_else(|err| panic!("metadata of {topic}: {err}"));
+        for partition in metadata.topics()[0].partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), Duration::from_secs(30))
+                .unwrap_or_else(|err| panic!("watermarks of {topic}: {err}"));
+            if high > low {
+                assignment
+                    .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+                    .unwrap();
+                remaining += high - low;
+                ends.insert((topic.clone(), partition.id()), high);
+            }
+        }
+    }
+    if remaining == 0 {
+        return Vec::new();
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut records = Vec::new();
+    while remaining > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topics:?} back: {remaining} records still missing after {READ_TIMEOUT:?}"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.expect("consume");
+        let end = ends[&(message.topic().to_string(), message.partition())];
+        if message.offset() >= end {
+            continue;
+        }
+        remaining -= 1;
+        records.push(Record {
+            topic: message.topic().to_string(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            event: serde_json::from_slice(message.payload().expect("a payload"))
+                .expect("the payload is JSON"),
+        });
+    }
+    records
+}
+
+/// Deletes the test's topics, so reruns do not pile partitions up in the long-lived broker.
+async fn delete_topics(brokers: &str, topics: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .delete_topics(&names, &options)
+        .await
+        .expect("delete_topics");
+    for result in results {
+        result.unwrap_or_else(|(topic, err)| panic!("deleting {topic}: {err}"));
+    }
+}
+
+async fn send_in_batches(output: &mut Kafka, events: &[Event], batch: usize) {
+    for chunk in events.chunks(batch) {
+        output.send(chunk).await.expect("send");
+    }
+}
+
+#[tokio::test]
+async fn events_reach_their_templated_topic_once_with_the_override_and_fallback() {
+    let brokers = require_peer!(env::KAFKA, "kafka");
+    let run = unique("skiff-kafka");
+    let mut config = config(&brokers);
+    config.topic = format!("{run}-%{{[service.name]}}");
+    config.fallback_topic = format!("{run}-fallback");
+    config.key = Some("%{[service.name]}".into());
+    let metrics = OutputMetrics::default();
+    let mut output = Kafka::build(&config, metrics.clone()).expect("build");
+
+    // 20,000 events: services a and b, 300 with the webhook's topic annotation, 200 with no
+    // service at all (so the template cannot be rendered).
+    let mut all = Vec::new();
+    for n in 0..20_000u64 {
+        let mut batch = events(&run, n..n + 1, None);
+        let event = &mut batch[0];
+        match n % 100 {
+            0..=1 => {}
+            2..=4 => {
+                event.insert("service".into(), json!({ "name": "a" }));
+                event.insert(
+                    "kubernetes".into(),
+                    json!({ "annotations": { "skiff_dev/log-topic": format!("{run}-override") } }),
+                );
+            }
+            k if k % 2 == 0 => {
+                event.insert("service".into(), json!({ "name": "a" }));
+            }
+            _ => {
+                event.insert("service".into(), json!({ "name": "b" }));
+            }
+        }
+        all.extend(batch);
+    }
+    send_in_batches(&mut output, &all, 2_000).await;
+
+    let topics: Vec<String> = ["a", "b", "override", "fallback"]
+        .iter()
+        .map(|suffix| format!("{run}-{suffix}"))
+        .collect();
+    let records = read_topics(&brokers, &topics);
+    let duplicates =
+        assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..20_000);
+    assert_eq!(duplicates, 0, "a healthy broker gave duplicates");
+    for record in &records {
+        let n = record.event["log"]["offset"].as_u64().unwrap();
+        let (topic, key) = match n % 100 {
+            0..=1 => ("fallback", None),
+            2..=4 => ("override", Some("a")),
+            k if k % 2 == 0 => ("a", Some("a")),
+            _ => ("b", Some("b")),
+        };
+        assert_eq!(record.topic, format!("{run}-{topic}"), "event {n}");
+        assert_eq!(record.key.as_deref(), key, "key of event {n}");
+    }
+    assert_eq!(metrics.events_of("kafka", "acked"), 20_000);
+    assert_eq!(metrics.fallbacks_of("kafka", "topic"), 400);
+    assert_eq!(metrics.fallbacks_of("kafka", "key"), 400);
+    delete_topics(&brokers, &topics).await;
+}
+
+#[tokio::test]
+async fn every_codec_delivers() {
+    let brokers = require_peer!(env::KAFKA, "kafka");
+    let run = unique("skiff-kafka-codec");
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let mut config = config(&brokers);
+        let topic = format!("{run}-{codec:?}").to_lowercase();
+        config.topic = topic.clone();
+        config.compression = codec;
+        let mut output = Kafka::build(&config, OutputMetrics::default()).expect("build");
+        send_in_batches(&mut output, &events(&run, 0..1_000, Some("svc")), 250).await;
+        let records = read_topics(&brokers, std::slice::from_ref(&topic));
+        let duplicates =
+            assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..1_000);
+        assert_eq!(duplicates, 0, "{codec:?}");
+        delete_topics(&brokers, std::slice::from_ref(&topic)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_event_is_dead_lettered_and_its_neighbours_arrive() {
+    let brokers = require_peer!(env::KAFKA, "kafka");
+    let run = unique("skiff-kafka-big");
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("dead.ndjson");
+    let mut config = config(&brokers);
+    config.topic = run.clone();
+    config.max_message_bytes = 10_000;
+    config.dead_letter = Some(skiff_agent::output::dead_letter::DeadLetterConfig {
+        path: dead_letter.clone(),
+    });
+    let metrics = OutputMetrics::default();
+    let mut output = Kafka::build(&config, metrics.clone()).expect("build");
+    let mut batch = events(&run, 0..100, Some("svc"));
+    batch[50].insert("message".into(), "x".repeat(50_000).into());
+    output.send(&batch).await.expect("send");
+
+    let records = read_topics(&brokers, std::slice::from_ref(&run));
+    let expected = (0..100).filter(|&n| n != 50);
+    assert_eq!(
+        assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), expected),
+        0
+    );
+    let text = std::fs::read_to_string(&dead_letter).expect("the dead-letter file");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["event"]["log"]["offset"], 50);
+    let reason = lines[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("oversized"), "{reason}");
+    assert_eq!(metrics.errors_of("kafka", "oversized"), 1);
+    assert_eq!(metrics.events_of("kafka", "dead_lettered"), 1);
+    assert_eq!(metrics.events_of("kafka", "acked"), 99);
+    delete_topics(&brokers, std::slice::from_ref(&run)).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_fails_the_batch_with_a_clear_error() {
+    // Needs no peer: nothing listens on port 9 of the loopback.
+    let mut config = config("127.0.0.1:9");
+    config.topic = unique("skiff-kafka-nowhere");
+    config.timeout = Duration::from_secs(3);
+    let metrics = OutputMetrics::default();
+    let mut output = Kafka::build(&config, metrics.clone()).expect("build");
+    let err = output
+        .send(&events("nowhere", 0..10, None))
+        .await
+        .expect_err("nothing can acknowledge");
+    assert!(
+        matches!(err, OutputError::Unreachable { .. }),
+        "expected Unreachable, got {err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("127.0.0.1:9"), "{message}");
+    assert_eq!(metrics.errors_of("kafka", "unreachable"), 1);
+    assert_eq!(metrics.events_of("kafka", "acked"), 0);
+}
+
+#[tokio::test]
+async fn a_broker_certificate_from_another_ca_fails_with_a_tls_error() {
+    // Any TLS server shows the handshake failing; the Beats peer's binary serves one.
+    require_peer!(env::BEATS, "beats");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = output_support::pki(dir.path());
+    let server = output_support::BeatsServer::start(dir.path(), Some((&pki.cert, &pki.key)));
+    let mut config = config(&server.addr);
+    config.topic = unique("skiff-kafka-tls");
+    config.timeout = Duration::from_secs(5);
+    config.ssl = Some(skiff_agent::output::tls::TlsConfig {
+        enabled: true,
+        certificate_authorities: vec![pki.other_ca.clone()],
+        ..Default::default()
+    });
+    let metrics = OutputMetrics::default();
+    let mut output = Kafka::build(&config, metrics.clone()).expect("build");
+    let err = output
+        .send(&events("tls", 0..10, None))
+        .await
+        .expect_err("an untrusted certificate must fail");
+    assert!(
+        matches!(err, OutputError::Tls { .. }),
+        "expected Tls, got {err:?}"
+    );
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert_eq!(metrics.errors_of("kafka", "tls"), 1);
+}
