@@ -10,22 +10,9 @@ use tokio::time::timeout;
 /// How long an event may take from `open` to the watcher (it takes microseconds).
 const DEADLINE: Duration = Duration::from_secs(5);
 
-/// Whether eBPF programs can be loaded here; panics under CI when they cannot.
-fn privileged() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        !skiff_tests::in_ci(),
-        "the eBPF tests need root, under CI too"
-    );
-    eprintln!("skipping: loading eBPF programs needs root");
-    false
-}
-
 #[tokio::test]
 async fn opens_under_the_watched_folder_arrive_and_others_do_not() {
-    if !privileged() {
+    if !skiff_tests::ebpf_privileged() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +47,7 @@ async fn opens_under_the_watched_folder_arrive_and_others_do_not() {
 
 #[tokio::test]
 async fn a_burst_beyond_the_ring_is_counted_not_silently_lost() {
-    if !privileged() {
+    if !skiff_tests::ebpf_privileged() {
         return;
     }
     // More than the channel (1,024) and the ring (about 2,000 records) hold while nobody reads.

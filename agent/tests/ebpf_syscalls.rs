@@ -10,18 +10,6 @@ use tokio::time::timeout;
 /// How long an event may take from the syscall to the watcher (it takes microseconds).
 const DEADLINE: Duration = Duration::from_secs(5);
 
-fn privileged() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        !skiff_tests::in_ci(),
-        "the eBPF tests need root, under CI too"
-    );
-    eprintln!("skipping: loading eBPF programs needs root");
-    false
-}
-
 async fn next(watcher: &mut EbpfWatcher, what: &str) -> EbpfEvent {
     timeout(DEADLINE, watcher.next())
         .await
@@ -52,7 +40,7 @@ fn without_pid(event: EbpfEvent) -> EbpfEvent {
 
 #[tokio::test]
 async fn relative_renames_unlinks_and_truncates_are_resolved_in_the_kernel() {
-    if !privileged() {
+    if !skiff_tests::ebpf_privileged() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

