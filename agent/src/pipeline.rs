@@ -201,9 +201,11 @@ async fn deliver(
         match harvested {
             Harvested::Lines(batch) => {
                 events.clear();
+                // Formatted once per batch: every line of it comes from the same file.
+                let identity = file_identity(&batch.checkpoint);
                 let lines = batch.lines.iter().map(|line| {
                     let mut event = event_from_line(line, &batch.path, &host);
-                    add_file_identity(&mut event, &batch.checkpoint);
+                    field::object_mut(&mut event, "log.file").extend(identity.clone());
                     event
                 });
                 let mut checkpoint = batch.checkpoint.clone();
@@ -259,17 +261,18 @@ impl Commit {
     }
 }
 
-/// Adds the file's identity as Filebeat names it, `log.file.device_id` and `log.file.inode`
+/// The file's identity as Filebeat names it, for `log.file`:, `log.file.device_id` and `log.file.inode`
 /// (strings), and `log.file.birth`, its birth time where the file system records one (an
 /// inode reused by a new file is born again).
 /// The Elasticsearch output derives idempotent `_id`s from them and `log.offset`.
-fn add_file_identity(event: &mut Event, checkpoint: &Checkpoint) {
-    let file = field::object_mut(event, "log.file");
+fn file_identity(checkpoint: &Checkpoint) -> serde_json::Map<String, serde_json::Value> {
+    let mut file = serde_json::Map::new();
     file.insert("device_id".into(), checkpoint.id.dev.to_string().into());
     file.insert("inode".into(), checkpoint.id.ino.to_string().into());
     if let Some((seconds, nanos)) = checkpoint.generation.birth {
         file.insert("birth".into(), format!("{seconds}.{nanos:09}").into());
     }
+    file
 }
 
 /// Hands `events` (taken, leaving the vector empty) and their commit to the queue, waiting
