@@ -8,6 +8,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
@@ -710,10 +711,12 @@ async fn an_hpa_skiff_does_not_own_is_left_alone_until_adopted() {
 }
 
 #[tokio::test]
-async fn a_vpa_on_the_deployment_means_no_hpa() {
+async fn a_vpa_installed_after_the_webhook_means_no_hpa() {
     let kubeconfig = require_peer!(env::KUBECONFIG, "kube-apiserver");
-    install_vpa_crd(&kubeconfig).await;
+    // The webhook starts without the VPA API and must notice it being installed.
+    remove_vpa_crd(&kubeconfig).await;
     let h = Harness::new(&kubeconfig, "vpa", DEFAULT_POLICY, "Fail").await;
+    install_vpa_crd(&kubeconfig).await;
     let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
         "autoscaling.k8s.io",
         "v1",
@@ -768,19 +771,37 @@ async fn a_vpa_on_the_deployment_means_no_hpa() {
     h.finish().await;
 }
 
-/// A minimal VerticalPodAutoscaler CRD (the API only; no VPA controller runs), installed once
-/// for the whole API server and shared by every test: applying it again changes nothing.
-async fn install_vpa_crd(kubeconfig: &str) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+const VPA_CRD: &str = "verticalpodautoscalers.autoscaling.k8s.io";
+
+async fn crds(kubeconfig: &str) -> Api<CustomResourceDefinition> {
     let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading the kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .unwrap();
-    let client = Client::try_from(config).unwrap();
+    Api::all(Client::try_from(config).unwrap())
+}
+
+/// Deletes the VPA CRD (left by an earlier run on the same API server) and waits until it is gone.
+async fn remove_vpa_crd(kubeconfig: &str) {
+    let crds = crds(kubeconfig).await;
+    match crds.delete(VPA_CRD, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(err) => panic!("deleting the VPA CRD: {err}"),
+    }
+    eventually("the VPA CRD to be deleted", || async {
+        crds.get_opt(VPA_CRD).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+/// A minimal VerticalPodAutoscaler CRD (the API only; no VPA controller runs).
+async fn install_vpa_crd(kubeconfig: &str) {
+    let crds = crds(kubeconfig).await;
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": "verticalpodautoscalers.autoscaling.k8s.io",
+            "name": VPA_CRD,
             // k8s.io groups are protected; the upstream VPA CRD carries the same approval.
             "annotations": { "api-approved.kubernetes.io": "https://github.com/kubernetes/kubernetes/pull/63797" }
         },
@@ -793,19 +814,15 @@ async fn install_vpa_crd(kubeconfig: &str) {
         }
     }))
     .unwrap();
-    let crds = Api::<CustomResourceDefinition>::all(client);
     crds.patch(
-        "verticalpodautoscalers.autoscaling.k8s.io",
+        VPA_CRD,
         &PatchParams::apply("skiff-e2e").force(),
         &Patch::Apply(&crd),
     )
     .await
     .expect("installing the VPA CRD");
     eventually("the VPA CRD to be established", || async {
-        let crd = crds
-            .get("verticalpodautoscalers.autoscaling.k8s.io")
-            .await
-            .ok()?;
+        let crd = crds.get(VPA_CRD).await.ok()?;
         crd.status?
             .conditions?
             .iter()

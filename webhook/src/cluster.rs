@@ -6,12 +6,13 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::LimitRange;
-use kube::api::{Api, DynamicObject, GroupVersionKind};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The cluster as one review sees it.
 pub trait Cluster: Send + Sync {
@@ -38,40 +39,39 @@ impl Cluster for Detached {
     }
 }
 
-/// Watch caches of LimitRanges, HPAs and, when the VPA API is installed, VPAs.
+/// The CustomResourceDefinition that brings the VPA API.
+const VPA_CRD: &str = "verticalpodautoscalers.autoscaling.k8s.io";
+
+/// Watch caches of LimitRanges, HPAs and, once the VPA API is installed, VPAs.
 #[derive(Clone)]
 pub struct Stores {
     limit_ranges: Store<LimitRange>,
     hpas: Store<HorizontalPodAutoscaler>,
-    vpas: Option<Store<DynamicObject>>,
+    /// Set when the VPA API is found: at start, or whenever its CRD is installed later.
+    vpas: Arc<OnceLock<Store<DynamicObject>>>,
 }
 
 impl Stores {
-    /// Starts the watches (of `namespace`, or of all namespaces) in the background. The VPA
-    /// API is looked up once, here.
+    /// Starts the watches (of `namespace`, or of all namespaces) in the background. Without
+    /// the VPA API, its CRD is watched, so a VPA installed after the webhook is still heeded.
     pub async fn start(client: &Client, namespace: Option<&str>) -> Result<Self> {
-        let gvk = GroupVersionKind::gvk("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler");
-        let vpas = match kube::discovery::pinned_kind(client, &gvk).await {
-            Ok((resource, _)) => {
+        let vpas = Arc::new(OnceLock::new());
+        match vpa_resource(client).await {
+            Ok(resource) => {
                 tracing::info!(
                     "VerticalPodAutoscaler API found: HPAs yield to VPAs on CPU and memory"
                 );
-                let api = match namespace {
-                    Some(namespace) => {
-                        Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
-                    }
-                    None => Api::<DynamicObject>::all_with(client.clone(), &resource),
-                };
-                let writer = reflector::store::Writer::new(resource);
-                let store = writer.as_reader();
-                spawn_reflector(api, writer, "verticalpodautoscalers");
-                Some(store)
+                let _ = vpas.set(watch_vpas(client, namespace, resource));
             }
             Err(err) => {
-                tracing::info!(%err, "no VerticalPodAutoscaler API in this cluster");
-                None
+                tracing::info!(%err, "no VerticalPodAutoscaler API yet; watching for its CRD");
+                tokio::spawn(await_vpa_api(
+                    client.clone(),
+                    namespace.map(str::to_string),
+                    Arc::clone(&vpas),
+                ));
             }
-        };
+        }
         Ok(Self {
             limit_ranges: watch(scoped(client, namespace), "limitranges"),
             hpas: watch(scoped(client, namespace), "horizontalpodautoscalers"),
@@ -89,7 +89,7 @@ impl Stores {
             .wait_until_ready()
             .await
             .context("the HPA watch stopped")?;
-        if let Some(vpas) = &self.vpas {
+        if let Some(vpas) = self.vpas.get() {
             vpas.wait_until_ready()
                 .await
                 .context("the VPA watch stopped")?;
@@ -110,13 +110,79 @@ impl Cluster for Stores {
 
     fn vpa_for(&self, namespace: &str, deployment: &str) -> Option<String> {
         self.vpas
-            .as_ref()?
+            .get()?
             .state()
             .into_iter()
             .find(|vpa| {
                 vpa.namespace().as_deref() == Some(namespace) && vpa_controls(&vpa.data, deployment)
             })
             .map(|vpa| vpa.name_any())
+    }
+}
+
+/// The VPA API as the API server serves it, if it does.
+async fn vpa_resource(client: &Client) -> Result<ApiResource, kube::Error> {
+    let gvk = GroupVersionKind::gvk("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler");
+    Ok(kube::discovery::pinned_kind(client, &gvk).await?.0)
+}
+
+/// Starts the VPA watch cache.
+fn watch_vpas(
+    client: &Client,
+    namespace: Option<&str>,
+    resource: ApiResource,
+) -> Store<DynamicObject> {
+    let api = match namespace {
+        Some(namespace) => {
+            Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+        }
+        None => Api::<DynamicObject>::all_with(client.clone(), &resource),
+    };
+    let writer = reflector::store::Writer::new(resource);
+    let store = writer.as_reader();
+    spawn_reflector(api, writer, "verticalpodautoscalers");
+    store
+}
+
+/// Waits for the VPA CRD to be established, then starts the VPA watch.
+async fn await_vpa_api(
+    client: Client,
+    namespace: Option<String>,
+    vpas: Arc<OnceLock<Store<DynamicObject>>>,
+) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let config = watcher::Config::default().fields(&format!("metadata.name={VPA_CRD}"));
+    let stream = watcher(crds, config).default_backoff().applied_objects();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let crd = match event {
+            Ok(crd) => crd,
+            Err(err) => {
+                tracing::warn!(%err, "watching for the VPA CRD; retrying with backoff");
+                continue;
+            }
+        };
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        if !established {
+            continue;
+        }
+        match vpa_resource(&client).await {
+            Ok(resource) => {
+                tracing::info!(
+                    "VerticalPodAutoscaler API installed: HPAs yield to VPAs on CPU and memory"
+                );
+                let _ = vpas.set(watch_vpas(&client, namespace.as_deref(), resource));
+                return;
+            }
+            Err(err) => tracing::warn!(%err, "the VPA CRD is established but not discoverable yet"),
+        }
     }
 }
 
