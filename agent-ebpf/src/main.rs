@@ -1,6 +1,8 @@
 //! skiff's eBPF programs: syscall tracepoints that report every open for writing, rename,
 //! unlink and truncate of a path under a watched folder, so the agent learns of a new, rotated,
-//! deleted or truncated log file the instant it happens instead of at its next directory scan.
+//! deleted or truncated log file the instant it happens instead of at its next directory scan;
+//! and the next write to each file the agent has read to its end, so it reads on writes
+//! instead of polling idle files.
 //!
 //! An absolute path is matched against the watched prefixes (an LPM trie of strings). A relative
 //! path (`mv app.log app.log.1` run inside the folder, or an open relative to a directory fd) is
@@ -23,8 +25,8 @@ use aya_ebpf::maps::{HashMap, LpmTrie, PerCpuArray, RingBuf};
 use aya_ebpf::programs::TracePointContext;
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use skiff_ebpf_common::{
-    ArgOffsets, FileEvent, Folder, KernelOffsets, MAX_FOLDERS, MAX_PREFIXES, PATH_MAX, PREFIX_MAX,
-    kind, slot,
+    ArgOffsets, FileEvent, Folder, KernelOffsets, MAX_FILES, MAX_FOLDERS, MAX_PREFIXES, PATH_MAX,
+    PREFIX_MAX, WriteEvent, kind, slot,
 };
 
 /// Size of [`EVENTS`]: 16 MiB hold about 2,000 events. Opens for writing under log folders are
@@ -41,6 +43,9 @@ static PREFIXES: LpmTrie<[u8; PREFIX_MAX], u8> = LpmTrie::with_max_entries(MAX_P
 
 #[map]
 static FOLDERS: HashMap<Folder, u8> = HashMap::with_max_entries(MAX_FOLDERS, 0);
+
+#[map]
+static FILES: HashMap<Folder, u8> = HashMap::with_max_entries(MAX_FILES, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
@@ -405,6 +410,69 @@ fn try_ftruncate(ctx: &TracePointContext) -> Result<(), i64> {
     unsafe { (*event).lens[0] = len as u32 - 1 };
     entry.submit(0);
     Ok(())
+}
+
+/// A write-family syscall on `fd`: reported once if the file is armed in [`FILES`], which it
+/// disarms, so an idle harvested file costs user space nothing until it is written again. Runs
+/// on every write of the machine, so it bails out at the first lookup that misses.
+#[inline(always)]
+fn written(ctx: &TracePointContext, fd_slot: usize) -> Result<(), i64> {
+    // `unsigned int fd` in some formats: the upper half of the 8-byte slot is not the fd's.
+    let fd = arg(ctx, fd_slot)? & 0xffff_ffff;
+    let o = offsets();
+    let file = folder_of(fd_dentry(fd, &o)?, &o)?;
+    // SAFETY: a pointer into the map's value; a racing writer on another CPU may report the
+    // same write twice, which user space tolerates.
+    let armed = FILES.get_ptr_mut(&file).ok_or(0i64)?;
+    unsafe {
+        if *armed == 0 {
+            return Ok(());
+        }
+        *armed = 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<WriteEvent>(0) else {
+        count_lost();
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: as in `report`.
+    unsafe {
+        (*event).kind = kind::WRITE;
+        (*event).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        (*event).file = file;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    let _ = written(&ctx, slot::WRITE_FD);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    let _ = written(&ctx, slot::WRITEV_FD);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_pwrite64(ctx: TracePointContext) -> u32 {
+    let _ = written(&ctx, slot::PWRITE64_FD);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_pwritev(ctx: TracePointContext) -> u32 {
+    let _ = written(&ctx, slot::PWRITEV_FD);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_pwritev2(ctx: TracePointContext) -> u32 {
+    let _ = written(&ctx, slot::PWRITEV2_FD);
+    0
 }
 
 #[cfg(not(test))]

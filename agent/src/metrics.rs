@@ -40,7 +40,7 @@ pub struct FileLabels {
 pub enum LossReason {
     /// The file was truncated (copytruncate) before its end was read.
     truncated,
-    /// The file was deleted and closed (`close.removed`) before its end was read.
+    /// The file was deleted and released (`close.removed_budget`) before its end was read.
     deleted,
 }
 
@@ -67,6 +67,8 @@ pub struct FileMetrics {
     pub lost_bytes: Family<LossLabels, Counter>,
     /// Files open for harvesting.
     pub open_files: Gauge,
+    /// Deleted files closed before every output acknowledged them: `close.removed_budget`.
+    pub pinned_released: Counter,
     /// Rescans of the watched folders (initial, safety, poll, or after lost events).
     pub rescans: Counter,
     /// Events the watch backend could not deliver (each triggered a rescan).
@@ -83,6 +85,7 @@ impl FileMetrics {
             age_seconds: Family::default(),
             lost_bytes: Family::default(),
             open_files: Gauge::default(),
+            pinned_released: Counter::default(),
             rescans: Counter::default(),
             watch_lost: Counter::default(),
         };
@@ -108,6 +111,11 @@ impl FileMetrics {
             "open_files",
             "Files open for harvesting",
             metrics.open_files.clone(),
+        );
+        harvest.register(
+            "pinned_released",
+            "Deleted files closed before every output acknowledged them (close.removed_budget)",
+            metrics.pinned_released.clone(),
         );
         let watch = registry.sub_registry_with_prefix("watch");
         watch.register(

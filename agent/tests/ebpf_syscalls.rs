@@ -1,7 +1,10 @@
 //! The eBPF watch's other syscalls and its in-kernel resolution of relative paths, against the
 //! kernel of this machine (root needed; skipped otherwise, except under CI).
 
+use skiff_agent::watch::FileId;
 use skiff_agent::watch::ebpf::{EbpfEvent, EbpfWatcher};
+use std::io::{IoSlice, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -101,6 +104,52 @@ async fn relative_renames_unlinks_and_truncates_are_resolved_in_the_kernel() {
 
     // Relative to a folder that is not watched: nothing.
     run_in(dir.path(), "touch", &["elsewhere.log"]);
+    if let Ok(more) = timeout(Duration::from_millis(300), watcher.next()).await {
+        panic!("unexpected event {more:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_armed_file_reports_its_next_write_once() {
+    if !skiff_tests::ebpf_privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    // Opened for writing before the watch starts: only writes can be reported.
+    let mut file = std::fs::File::create(&path).unwrap();
+    let id = FileId::of(&file.metadata().unwrap());
+    let mut watcher = EbpfWatcher::load(&[dir.path().to_path_buf()]).unwrap();
+    let written = EbpfEvent::Written {
+        pid: std::process::id(),
+        file: id,
+    };
+
+    file.write_all(b"not armed yet\n").unwrap();
+    assert!(watcher.arm(id));
+    file.write_all(b"one\n").unwrap();
+    file.write_all(b"two\n").unwrap();
+    assert_eq!(next(&mut watcher, "write(2)").await, written);
+    // Disarmed by the first write: the second one was not reported.
+    if let Ok(more) = timeout(Duration::from_millis(300), watcher.next()).await {
+        panic!("unexpected event {more:?}");
+    }
+
+    // The other write syscalls.
+    assert!(watcher.arm(id));
+    file.write_at(b"three\n", 8).unwrap();
+    assert_eq!(next(&mut watcher, "pwrite64(2)").await, written);
+    assert!(watcher.arm(id));
+    let bytes = file
+        .write_vectored(&[IoSlice::new(b"fo"), IoSlice::new(b"ur\n")])
+        .unwrap();
+    assert_eq!(bytes, 5, "one writev(2) of both slices");
+    assert_eq!(next(&mut watcher, "writev(2)").await, written);
+
+    // Another file in the folder, never armed: nothing.
+    let mut other = std::fs::File::create(dir.path().join("other.log")).unwrap();
+    let _ = next(&mut watcher, "the creation of other.log").await;
+    other.write_all(b"unarmed\n").unwrap();
     if let Ok(more) = timeout(Duration::from_millis(300), watcher.next()).await {
         panic!("unexpected event {more:?}");
     }

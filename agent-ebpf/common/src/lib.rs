@@ -27,7 +27,18 @@ pub const PREFIXES: &str = "PREFIXES";
 /// `ftruncate(2)` when the file's folder is.
 pub const FOLDERS: &str = "FOLDERS";
 
-/// Name of the ring buffer of [`FileEvent`]s.
+/// How many harvested files [`FILES`] holds.
+pub const MAX_FILES: u32 = 65536;
+
+/// Name of the hash map of files whose next write is reported, by [`Folder`] (the same
+/// device and inode key, here of a regular file; value: `u8`, 1 while armed). A write-family
+/// syscall on an armed file sets it to 0 and reports one [`WriteEvent`]: the agent re-arms a
+/// file once it has read what was written, so a busy file costs one event per read, and an
+/// idle one nothing.
+pub const FILES: &str = "FILES";
+
+/// Name of the ring buffer of [`FileEvent`]s and [`WriteEvent`]s (told apart by `kind`, their
+/// first field).
 pub const EVENTS: &str = "EVENTS";
 
 /// Name of the per-CPU `u64` array (one slot) counting events lost because [`EVENTS`] was full.
@@ -62,6 +73,11 @@ pub const PROGRAMS: &[(&str, &[&str])] = &[
     ("sys_enter_unlinkat", &["dfd", "pathname"]),
     ("sys_enter_truncate", &["path"]),
     ("sys_enter_ftruncate", &["fd"]),
+    ("sys_enter_write", &["fd"]),
+    ("sys_enter_writev", &["fd"]),
+    ("sys_enter_pwrite64", &["fd"]),
+    ("sys_enter_pwritev", &["fd"]),
+    ("sys_enter_pwritev2", &["fd"]),
 ];
 
 /// Slots of [`ArgOffsets`], in the order of [`PROGRAMS`].
@@ -90,8 +106,13 @@ pub mod slot {
     pub const UNLINKAT_PATHNAME: usize = 21;
     pub const TRUNCATE_PATH: usize = 22;
     pub const FTRUNCATE_FD: usize = 23;
+    pub const WRITE_FD: usize = 24;
+    pub const WRITEV_FD: usize = 25;
+    pub const PWRITE64_FD: usize = 26;
+    pub const PWRITEV_FD: usize = 27;
+    pub const PWRITEV2_FD: usize = 28;
     /// How many slots there are.
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 29;
 }
 
 /// Offsets of the syscall arguments in their tracepoint records (see [`slot`]).
@@ -142,6 +163,8 @@ pub mod kind {
     pub const TRUNCATE: u32 = 4;
     /// `ftruncate` of a file in a watched folder: `paths[0]` is its name in `folders[0]`.
     pub const FTRUNCATE: u32 = 5;
+    /// A write-family syscall on an armed file of [`super::FILES`]: a [`super::WriteEvent`].
+    pub const WRITE: u32 = 6;
 }
 
 /// A syscall on a path under a watched folder, seen on entry (so it may still fail: user space
@@ -166,12 +189,27 @@ pub struct FileEvent {
     pub paths: [[u8; PATH_MAX]; 2],
 }
 
+/// A write to an armed harvested file (see [`FILES`]), seen on entry: the bytes may land a
+/// moment later.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WriteEvent {
+    /// [`kind::WRITE`].
+    pub kind: u32,
+    /// Thread group id of the writer.
+    pub pid: u32,
+    /// The file's device (kernel encoding) and inode.
+    pub file: Folder,
+}
+
 // SAFETY: these types are `#[repr(C)]`, built only of integers and arrays of them, without
 // padding, so every bit pattern is a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FileEvent {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Folder {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for WriteEvent {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ArgOffsets {}
 #[cfg(feature = "user")]

@@ -9,15 +9,24 @@
 //!   away are read to their current end before a new file of the same input is opened, so a
 //!   stream's lines usually keep their order across a rotation (guaranteed only per file).
 //! - A file renamed away or deleted is read to its end through its open descriptor, then closed
-//!   once idle for `close.removed`; a deleted file is closed at the latest `close.removed` after
-//!   the deletion was seen, and what was left unread is counted as lost.
+//!   once idle for `close.removed` and every line read from it is acknowledged by every output
+//!   (committed in the registry): until then it stays pinned, so an output outage followed by
+//!   a restart cannot lose the lines of a deleted file. Deleted files pinned past
+//!   `close.removed` hold disk space: when those of an input exceed its
+//!   `close.removed_budget`, the oldest are released (closed), with a warning and the
+//!   `pinned_released` metric, and what was left unread is counted as lost.
 //! - A file that shrank below the read offset was truncated (copytruncate): it is read again
 //!   from its first byte, and the bytes between the read offset and the size last seen are
 //!   counted as lost.
-//! - Open files are looked at when an event names them, at every rescan, and otherwise polled
-//!   with a backoff (10 ms doubling up to `check_interval` while idle; with inotify, which
-//!   reports writes, up to the rescan period). Each look reads at most
-//!   [`READ_BUDGET`] bytes before the next file's turn, so one busy file cannot starve the others.
+//! - Open files are looked at when an event names them, at every rescan, and otherwise with a
+//!   backoff (10 ms doubling while idle). A look is an `fstat`, and a read only when the file
+//!   grew. A new file, and a file idle for [`ARM_AFTER`], is armed: the backend is asked to
+//!   report its next write ([`FolderWatch::arm`]); the backoff's next looks (up to
+//!   [`ARM_AFTER`]) close the race with a write already under way, and then the file waits for
+//!   that report or the safety rescan: idle files cost nothing. Files the backend cannot
+//!   report (polling; renamed away) back off up to `check_interval`. Each look reads at most
+//!   [`READ_BUDGET`] bytes before the next file's turn, so one busy file cannot starve the
+//!   others, through one read buffer for all files.
 //! - `harvester_limit` caps the open files of an input: files beyond it wait in line, and an
 //!   open file that reached its end makes room for the first of them.
 //! - The channel is bounded: when outputs are slow, batches wait in a short queue of the
@@ -26,7 +35,7 @@
 //!   up.
 
 use super::identity::{FINGERPRINT_MAX, Fingerprint, Generation, birth};
-use super::{Harvester, Line};
+use super::{Harvester, Line, READ_SIZE};
 use crate::config::FilestreamConfig;
 use crate::metrics::{FileLabels, FileMetrics, LossLabels, LossReason};
 use crate::registry::{Checkpoint, Registry};
@@ -48,6 +57,13 @@ use tokio::sync::mpsc;
 pub const READ_BUDGET: usize = 1 << 20;
 /// The first wait after a file had new bytes.
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// The first look again after an event seen on syscall entry (eBPF), when the syscall has
+/// usually completed; also the shortest wait for anything due.
+const RECHECK: Duration = Duration::from_millis(1);
+/// How long a file stays idle before its next write is left to the backend to report: short
+/// enough that idle files soon cost nothing, long enough that a steadily written file is
+/// not re-armed (a syscall with eBPF) at every look.
+pub const ARM_AFTER: Duration = Duration::from_millis(80);
 /// The longest the engine waits without checking whether it should stop.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How often the engine retries handing over a batch while the channel is full.
@@ -89,6 +105,22 @@ pub struct FileInput {
     close_removed: Duration,
     max_bytes: usize,
     harvester_limit: usize,
+    removed_budget: u64,
+    /// Which matching files are harvested now, when that changes at run time.
+    admission: Option<Arc<dyn Admission>>,
+    /// The admission's version at the last rescan.
+    admitted: u64,
+}
+
+/// Which of the files matching an input's patterns it harvests now, for inputs where that
+/// changes while the agent runs (the `kubernetes` input: the containers of annotated pods).
+/// A file that stops being admitted is read to its end and closed, like one renamed away.
+pub trait Admission: Send + Sync + std::fmt::Debug {
+    /// Whether the file at `path` is harvested now.
+    fn admits(&self, path: &Path) -> bool;
+    /// Changes whenever [`Admission::admits`] may answer differently: the engine notices it
+    /// within one turn of its loop and rescans.
+    fn version(&self) -> u64;
 }
 
 /// Why an input's configuration is unusable (reported with the input's id by the config).
@@ -145,7 +177,16 @@ impl FileInput {
             close_removed: config.close.removed,
             max_bytes: config.max_bytes,
             harvester_limit: config.harvester_limit,
+            removed_budget: config.close.removed_budget,
+            admission: None,
+            admitted: 0,
         })
+    }
+
+    /// Harvests only the matching files `admission` admits, re-evaluated at every rescan.
+    pub fn admitting(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     /// The glob patterns of the files this input harvests.
@@ -164,9 +205,18 @@ impl FileInput {
             && !self.excluded(path)
     }
 
+    /// Excluded by `exclude_files`, or not admitted now.
     fn excluded(&self, path: &Path) -> bool {
         let text = path.to_string_lossy();
         self.exclude.iter().any(|regex| regex.is_match(&text))
+            || self.admission.as_ref().is_some_and(|a| !a.admits(path))
+    }
+
+    /// The admission changed since the last rescan.
+    fn admission_changed(&self) -> bool {
+        self.admission
+            .as_ref()
+            .is_some_and(|a| a.version() != self.admitted)
     }
 }
 
@@ -200,6 +250,8 @@ struct Open {
     last_size: u64,
     next_poll: Instant,
     backoff: Duration,
+    /// The backend reports the file's next write (see [`FolderWatch::arm`]).
+    armed: bool,
 }
 
 /// Tunables of the engine that are not per input.
@@ -241,6 +293,10 @@ pub struct Engine {
     pending: VecDeque<Harvested>,
     /// The engine's output channel is closed: nothing more can be delivered.
     closed_out: bool,
+    /// The one read buffer of every harvester: memory does not grow with idle files.
+    buffer: Vec<u8>,
+    /// Open files that were deleted: pinned ones count against their input's budget.
+    deleted: HashSet<FileId>,
 }
 
 impl Engine {
@@ -274,6 +330,8 @@ impl Engine {
             recheck: VecDeque::new(),
             pending: VecDeque::new(),
             closed_out: false,
+            buffer: vec![0; READ_SIZE],
+            deleted: HashSet::new(),
         }
     }
 
@@ -295,7 +353,9 @@ impl Engine {
             if self.queue.rescan.swap(false, Ordering::SeqCst) {
                 self.metrics.watch_lost.inc();
                 self.rescan();
-            } else if Instant::now() >= self.next_rescan {
+            } else if Instant::now() >= self.next_rescan
+                || self.inputs.iter().any(FileInput::admission_changed)
+            {
                 self.rescan();
             }
             self.poll_due();
@@ -322,9 +382,8 @@ impl Engine {
             .fold(self.next_rescan, Instant::min);
         match next.saturating_duration_since(now) {
             Duration::ZERO => Duration::ZERO,
-            // Files that come due at nearly the same time are looked at in one round: with
-            // thousands of idle files, one wake-up each would cost more than the looks.
-            wait => wait.clamp(MIN_BACKOFF, MAX_WAIT),
+            // Files that come due at nearly the same time are looked at in one round.
+            wait => wait.clamp(RECHECK, MAX_WAIT),
         }
     }
 
@@ -347,21 +406,22 @@ impl Engine {
             let exists = std::fs::metadata(&path).is_ok();
             self.apply(WatchEvent::Changed(path.clone()));
             if !exists && attempt + 1 < ATTEMPTS {
-                let wait = Duration::from_millis(1 << (attempt + 1));
+                let wait = RECHECK * (1 << (attempt + 1));
                 self.recheck.push_back((now + wait, path, attempt + 1));
             }
         }
     }
 
     fn handle(&mut self, event: WatchEvent) {
-        if self.options.events_on_entry {
-            let path = match &event {
-                WatchEvent::Changed(path) | WatchEvent::Removed(path) => path,
-            };
-            if self.input_of(path).is_some()
+        if self.options.events_on_entry
+            && let WatchEvent::Changed(path) | WatchEvent::Removed(path) = &event
+        {
+            // A symlink's target is named by the events, its link by the patterns.
+            let watched = self.aliases.get(path).unwrap_or(path);
+            if self.input_of(watched).is_some()
                 && !self.recheck.iter().any(|(_, queued, _)| queued == path)
             {
-                let at = Instant::now() + Duration::from_millis(1);
+                let at = Instant::now() + RECHECK;
                 self.recheck.push_back((at, path.clone(), 0));
             }
         }
@@ -399,6 +459,15 @@ impl Engine {
                 let path = self.aliases.get(&path).cloned().unwrap_or(path);
                 self.suspect(&path);
             }
+            WatchEvent::Written(id) => {
+                if let Some(open) = self.open.get_mut(&id) {
+                    // Reported once: armed again when idle. Seen on entry, so the bytes may
+                    // land after this look: the backoff's next looks find them.
+                    open.armed = false;
+                    open.backoff = RECHECK;
+                    open.next_poll = Instant::now();
+                }
+            }
         }
     }
 
@@ -420,6 +489,12 @@ impl Engine {
     fn rescan(&mut self) {
         self.metrics.rescans.inc();
         self.next_rescan = Instant::now() + self.options.rescan;
+        for input in &mut self.inputs {
+            // Read before the scan: a change during it triggers the next one.
+            if let Some(admission) = &input.admission {
+                input.admitted = admission.version();
+            }
+        }
         let mut seen = HashSet::new();
         let mut folders = Vec::new();
         for input in 0..self.inputs.len() {
@@ -436,15 +511,23 @@ impl Engine {
                     if self.inputs[input].excluded(&path) {
                         continue;
                     }
-                    let Ok(meta) = std::fs::metadata(&path) else {
+                    // One `lstat` per file and rescan; a second `stat` only for a symlink.
+                    let Ok(link) = std::fs::symlink_metadata(&path) else {
                         continue;
+                    };
+                    let symlink = link.is_symlink();
+                    let meta = if symlink {
+                        match std::fs::metadata(&path) {
+                            Ok(meta) => meta,
+                            Err(_) => continue,
+                        }
+                    } else {
+                        link
                     };
                     if !meta.is_file() {
                         continue;
                     }
-                    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink())
-                        && let Ok(target) = std::fs::canonicalize(&path)
-                    {
+                    if symlink && let Ok(target) = std::fs::canonicalize(&path) {
                         // Writes happen at the target: its folder is watched too.
                         if let Some(folder) = target.parent() {
                             folders.push(folder.to_path_buf());
@@ -462,8 +545,8 @@ impl Engine {
         }
         let now = Instant::now();
         for (id, open) in &mut self.open {
-            // With inotify, idle files wait for its events or this rescan: each gets a look.
-            if self.options.check_interval >= self.options.rescan {
+            // Idle files waiting for a write event get a look: the safety net for one missed.
+            if open.armed {
                 open.next_poll = now;
             }
             if !seen.contains(id) && open.presence == Presence::Live {
@@ -495,7 +578,9 @@ impl Engine {
                 open.current = path.to_path_buf();
                 open.rotated = true;
             }
-            self.by_path.insert(path.to_path_buf(), id);
+            if self.by_path.get(path) != Some(&id) {
+                self.by_path.insert(path.to_path_buf(), id);
+            }
             if matches!(open.presence, Presence::Gone { deleted: false, .. }) {
                 open.presence = Presence::Live; // renamed back into a watched name
             }
@@ -604,6 +689,9 @@ impl Engine {
                 last_size: meta.len(),
                 next_poll: now,
                 backoff: MIN_BACKOFF,
+                // From the start: the first write to a new file is the one rotation latency
+                // is measured by. The backoff's first looks see a write already under way.
+                armed: self.folders.as_mut().is_some_and(|watch| watch.arm(id)),
             },
         );
         self.metrics.open_files.set(self.open.len() as i64);
@@ -668,6 +756,55 @@ impl Engine {
             }
             self.poll(id);
         }
+        if !self.deleted.is_empty() {
+            self.release_pinned();
+        }
+    }
+
+    /// Closes the oldest deleted files kept open past `close.removed` (unread or not yet
+    /// acknowledged) while they hold more than their input's `close.removed_budget` of disk.
+    fn release_pinned(&mut self) {
+        let now = Instant::now();
+        let mut pinned: Vec<(Instant, FileId, usize, u64)> = self
+            .deleted
+            .iter()
+            .filter_map(|id| {
+                let open = self.open.get(id)?;
+                match open.presence {
+                    Presence::Gone { since, .. }
+                        if now.duration_since(since) >= self.inputs[open.input].close_removed =>
+                    {
+                        Some((since, *id, open.input, open.last_size))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        pinned.sort(); // oldest first
+        for input in 0..self.inputs.len() {
+            let budget = self.inputs[input].removed_budget;
+            let mut held: u64 = pinned.iter().filter(|p| p.2 == input).map(|p| p.3).sum();
+            for &(_, id, _, size) in pinned.iter().filter(|p| p.2 == input) {
+                if held <= budget {
+                    break;
+                }
+                if let Some(open) = self.open.get(&id) {
+                    let acknowledged = self.registry.lookup(id).map_or(0, |c| c.offset);
+                    tracing::warn!(
+                        path = %open.path.display(),
+                        size,
+                        read = open.harvester.committed_offset(),
+                        acknowledged,
+                        pinned_bytes = held,
+                        budget,
+                        "deleted file released before every output acknowledged it: its input's pinned deleted files exceed close.removed_budget"
+                    );
+                }
+                self.metrics.pinned_released.inc();
+                self.close(id);
+                held -= size;
+            }
+        }
     }
 
     /// Looks at one open file: follows a move, notices truncation and deletion, reads a turn's
@@ -688,7 +825,9 @@ impl Engine {
         let now = Instant::now();
         if open.check_path {
             open.check_path = false;
-            let here = std::fs::metadata(&open.current).is_ok_and(|m| FileId::of(&m) == id);
+            // A file its input no longer admits is on its way out too.
+            let here = std::fs::metadata(&open.current).is_ok_and(|m| FileId::of(&m) == id)
+                && !self.inputs[open.input].excluded(&open.current);
             if !here && open.presence == Presence::Live {
                 open.presence = Presence::Gone {
                     since: now,
@@ -697,6 +836,7 @@ impl Engine {
             }
         }
         if meta.nlink() == 0 && !matches!(open.presence, Presence::Gone { deleted: true, .. }) {
+            self.deleted.insert(id);
             let since = match open.presence {
                 Presence::Gone { since, .. } => since,
                 Presence::Live => now,
@@ -735,13 +875,21 @@ impl Engine {
         open.last_size = size;
 
         let mut lines = Vec::new();
-        let read = match open.harvester.read_lines(&mut lines, READ_BUDGET) {
-            Ok(read) => read,
-            Err(err) => {
-                tracing::warn!(path = %open.path.display(), %err, "read failed; closing");
-                self.close(id);
-                return true;
+        // A file that did not grow has nothing to read: the look was the `fstat` alone.
+        let read = if size > open.harvester.read_offset() || truncated {
+            match open
+                .harvester
+                .read_lines_with(&mut self.buffer, &mut lines, READ_BUDGET)
+            {
+                Ok(read) => read,
+                Err(err) => {
+                    tracing::warn!(path = %open.path.display(), %err, "read failed; closing");
+                    self.close(id);
+                    return true;
+                }
             }
+        } else {
+            0
         };
         if read > 0 {
             open.last_data = now;
@@ -793,23 +941,28 @@ impl Engine {
             Presence::Live => self.options.check_interval,
             Presence::Gone { .. } => self.options.check_interval.min(input.close_removed / 2),
         };
-        open.next_poll = if at_end {
+        let live = open.presence == Presence::Live;
+        open.next_poll = if !at_end {
+            now // more to read: after the other files' turns
+        } else if open.armed && live && read == 0 && open.backoff >= ARM_AFTER {
+            // Idle and armed for a while: the backend reports the next write, and the safety
+            // rescan looks anyway.
+            now + self.options.rescan
+        } else {
             let wait = open.backoff.min(longest);
             open.backoff = (open.backoff * 2).min(longest);
             now + wait
-        } else {
-            now // more to read: after the other files' turns
         };
+        if at_end && read == 0 && live && !open.armed && open.backoff >= ARM_AFTER {
+            // The look after the one scheduled above sees a write that was under way.
+            open.armed = self.folders.as_mut().is_some_and(|watch| watch.arm(id));
+        }
         let close = match open.presence {
-            // Deleted: drained if possible, but closed within `close.removed` regardless, so
-            // the disk space comes back.
-            Presence::Gone {
-                since,
-                deleted: true,
-            } if now.duration_since(since) >= input.close_removed => true,
             _ if !at_end => false,
+            // Pinned until delivered; deleted files within a budget (`release_pinned`).
             Presence::Gone { since, .. } => {
                 now.duration_since(since.max(open.last_data)) >= input.close_removed
+                    && delivered(&self.registry, id, open, &meta)
             }
             Presence::Live => {
                 now.duration_since(open.last_data) >= input.close_inactive
@@ -828,6 +981,10 @@ impl Engine {
         let Some(open) = self.open.remove(&id) else {
             return;
         };
+        self.deleted.remove(&id);
+        if let Some(watch) = &mut self.folders {
+            watch.disarm(id);
+        }
         if self.by_path.get(&open.current) == Some(&id) {
             self.by_path.remove(&open.current);
         }
@@ -844,7 +1001,7 @@ impl Engine {
                 let size = open.harvester.file().metadata().map_or(0, |m| m.len());
                 let lost = size.saturating_sub(checkpoint.offset);
                 if lost > 0 {
-                    tracing::warn!(path = %open.path.display(), lost_bytes = lost, "deleted file closed before its end was read (close.removed)");
+                    tracing::warn!(path = %open.path.display(), lost_bytes = lost, "deleted file closed before its end was read (close.removed_budget)");
                     self.metrics
                         .lost_bytes
                         .get_or_create(&LossLabels {
@@ -876,6 +1033,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// Every line read from `open` (whose metadata is `meta`) was acknowledged by every output:
+/// the registry holds this very file at or beyond it.
+fn delivered(registry: &Registry, id: FileId, open: &Open, meta: &Metadata) -> bool {
+    let read = open.harvester.committed_offset();
+    read == 0
+        || registry.lookup(id).is_some_and(|checkpoint| {
+            checkpoint.offset >= read
+                && checkpoint
+                    .generation
+                    .matches(open.harvester.file(), meta)
+                    .unwrap_or(false)
+        })
 }
 
 #[cfg(test)]
@@ -986,5 +1157,162 @@ mod tests {
         let got = harvest(dir.path(), &input, 1, Duration::from_millis(300));
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[&dir.path().join("a.log")], vec!["a"]);
+    }
+
+    /// The latest checkpoint and line count per file name.
+    type Files = HashMap<String, (Checkpoint, usize)>;
+
+    /// Collects what the engine sends into `read` until `done`, failing after 60 s.
+    fn wait_for(
+        rx: &mut mpsc::Receiver<Harvested>,
+        read: &mut Files,
+        what: &str,
+        mut done: impl FnMut(&Files) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(read) {
+            assert!(Instant::now() < deadline, "{what}: not within 60 s");
+            match rx.try_recv() {
+                Ok(Harvested::Lines(batch)) => {
+                    let name = batch.path.file_name().unwrap().to_string_lossy().into();
+                    let entry = read
+                        .entry(name)
+                        .or_insert_with(|| (batch.checkpoint.clone(), 0));
+                    entry.0 = batch.checkpoint.clone();
+                    entry.1 += batch.lines.len();
+                }
+                Ok(Harvested::Deleted(_)) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// Whether this process holds `path` open although it was deleted.
+    fn holds_deleted(path: &Path) -> bool {
+        let deleted = format!("{} (deleted)", path.display());
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == deleted))
+    }
+
+    #[test]
+    fn deleted_files_stay_pinned_until_acknowledged_within_a_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        // 100 lines of 10 bytes per file; `big` twice that.
+        let write = |name: &str, lines: usize| {
+            let text: String = (0..lines).map(|i| format!("{name:>4}-{i:04}\n")).collect();
+            std::fs::write(logs.join(name), text).unwrap();
+        };
+        write("a.log", 100);
+        write("big.log", 200);
+        write("c.log", 100);
+        // Room for `big` and `c` together, minus one byte.
+        let input: FilestreamConfig = serde_yaml::from_str(&format!(
+            "{{ id: pinned, paths: ['{}/*.log'], close: {{ removed: 50ms, removed_budget: 2999 }} }}",
+            logs.display()
+        ))
+        .unwrap();
+        let watch = crate::watch::start(
+            &WatchConfig {
+                backend: BackendKind::Poll,
+                scan_frequency: Duration::from_millis(20),
+                check_interval: Duration::from_millis(20),
+                ..WatchConfig::default()
+            },
+            &input.paths,
+        )
+        .unwrap();
+        let registry = Arc::new(
+            Registry::open(&RegistryConfig {
+                path: dir.path().join("registry"),
+                ..RegistryConfig::default()
+            })
+            .unwrap(),
+        );
+        let metrics = FileMetrics::register(&mut new_registry());
+        let (tx, mut rx) = mpsc::channel(64);
+        let engine = Engine::new(
+            vec![FileInput::build(&input).unwrap()],
+            EngineOptions {
+                rescan: watch.rescan,
+                check_interval: watch.check_interval,
+                events_on_entry: watch.events_on_entry,
+            },
+            watch.queue,
+            watch.folders,
+            Arc::clone(&registry),
+            metrics.clone(),
+            tx,
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || engine.run(&stop))
+        };
+        // Latest checkpoint and line count per file name: nothing is committed unless the
+        // test says so, as when every output is down.
+        let mut read = HashMap::new();
+        // Each rescan is at least 20 ms after the previous one: several are more than
+        // close.removed, and every file had looks in between.
+        let rescans = metrics.rescans.clone();
+        let after_rescans = |n: u64| {
+            let (rescans, target) = (rescans.clone(), rescans.get() + n);
+            move |_: &Files| rescans.get() >= target
+        };
+        wait_for(&mut rx, &mut read, "every line read", |read| {
+            read.values().map(|(_, lines)| lines).sum::<usize>() == 400
+        });
+
+        // Deleted, read to its end, not acknowledged: kept open.
+        std::fs::remove_file(logs.join("a.log")).unwrap();
+        wait_for(
+            &mut rx,
+            &mut read,
+            "looks after the deletion",
+            after_rescans(10),
+        );
+        assert!(
+            holds_deleted(&logs.join("a.log")),
+            "pinned until acknowledged"
+        );
+        // Acknowledged: closed.
+        registry.commit(read["a.log"].0.clone());
+        wait_for(&mut rx, &mut read, "a.log closed once acknowledged", |_| {
+            !holds_deleted(&logs.join("a.log"))
+        });
+        assert_eq!(metrics.pinned_released.get(), 0);
+
+        // Two deleted files over the budget: the older one is released, unacknowledged.
+        std::fs::remove_file(logs.join("big.log")).unwrap();
+        wait_for(
+            &mut rx,
+            &mut read,
+            "looks after the deletion",
+            after_rescans(5),
+        );
+        std::fs::remove_file(logs.join("c.log")).unwrap();
+        wait_for(&mut rx, &mut read, "the budget enforced", |_| {
+            metrics.pinned_released.get() == 1
+        });
+        assert!(!holds_deleted(&logs.join("big.log")), "the oldest released");
+        wait_for(
+            &mut rx,
+            &mut read,
+            "looks after the release",
+            after_rescans(10),
+        );
+        assert!(holds_deleted(&logs.join("c.log")), "within the budget");
+        assert_eq!(metrics.pinned_released.get(), 1);
+        registry.commit(read["c.log"].0.clone());
+        wait_for(&mut rx, &mut read, "c.log closed once acknowledged", |_| {
+            !holds_deleted(&logs.join("c.log"))
+        });
+
+        stop.store(true, Ordering::SeqCst);
+        drop(rx);
+        running.join().unwrap();
     }
 }

@@ -123,6 +123,9 @@ pub struct Line {
 pub struct Harvester {
     file: File,
     splitter: LineSplitter,
+    /// The buffer of [`Harvester::read_lines`], allocated on its first call; the engine, which
+    /// holds thousands of harvesters, passes one buffer for all to
+    /// [`Harvester::read_lines_with`] instead.
     buffer: Vec<u8>,
 }
 
@@ -133,7 +136,7 @@ impl Harvester {
         Ok(Self {
             file,
             splitter: LineSplitter::new(offset, max_bytes),
-            buffer: vec![0; READ_SIZE],
+            buffer: Vec::new(),
         })
     }
 
@@ -168,9 +171,26 @@ impl Harvester {
     /// reads), and appends its complete lines to `lines`. Returns the number of bytes read
     /// (0 at end of file).
     pub fn read_lines(&mut self, lines: &mut Vec<Line>, budget: usize) -> io::Result<usize> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        if buffer.is_empty() {
+            buffer = vec![0; READ_SIZE];
+        }
+        let read = self.read_lines_with(&mut buffer, lines, budget);
+        self.buffer = buffer;
+        read
+    }
+
+    /// [`Harvester::read_lines`] through `buffer` (of any non-zero size), which holds nothing
+    /// between calls.
+    pub fn read_lines_with(
+        &mut self,
+        buffer: &mut [u8],
+        lines: &mut Vec<Line>,
+        budget: usize,
+    ) -> io::Result<usize> {
         let mut total = 0;
         while total < budget {
-            let n = match self.file.read(&mut self.buffer) {
+            let n = match self.file.read(buffer) {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
@@ -180,14 +200,14 @@ impl Harvester {
             }
             total += n;
             self.splitter
-                .push(&self.buffer[..n], |offset, bytes, truncated| {
+                .push(&buffer[..n], |offset, bytes, truncated| {
                     lines.push(Line {
                         offset,
                         bytes: bytes.to_vec(),
                         truncated,
                     })
                 });
-            if n < self.buffer.len() {
+            if n < buffer.len() {
                 break;
             }
         }

@@ -21,6 +21,7 @@
 //! those. Events are seen on syscall entry, so the syscall may still fail: the engine checks
 //! the file system itself.
 
+use super::FileId;
 use super::btf::{Btf, VMLINUX};
 use aya::maps::lpm_trie::Key;
 use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
@@ -31,14 +32,13 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::resource::{Resource, setrlimit};
 use skiff_ebpf_common::{
-    self as abi, ArgOffsets, FileEvent, Folder, KernelOffsets, PREFIX_MAX, kind, slot,
+    self as abi, ArgOffsets, FileEvent, Folder, KernelOffsets, PREFIX_MAX, WriteEvent, kind, slot,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +69,14 @@ type FolderPaths = Arc<Mutex<HashMap<Folder, PathBuf>>>;
 pub struct EbpfWatch {
     stop: Arc<AtomicBool>,
     folders: BpfHashMap<MapData, Folder, u8>,
+    /// Harvested files whose next write is reported (see [`EbpfWatch::arm`]).
+    files: BpfHashMap<MapData, Folder, u8>,
+    /// The kernel's prefixes of absolute paths.
+    trie: LpmTrie<MapData, [u8; PREFIX_MAX], u8>,
+    /// The prefixes given at start-up, as stored in `trie` (with their trailing `/`).
+    prefixes: BTreeSet<Vec<u8>>,
+    /// Prefixes added for folders outside them (symlink targets), by folder.
+    extra: HashMap<PathBuf, Vec<Vec<u8>>>,
     paths: FolderPaths,
     /// Owns the attached programs and the remaining maps.
     _ebpf: Ebpf,
@@ -102,6 +110,9 @@ pub enum EbpfEvent {
     Unlinked { pid: u32, path: PathBuf },
     /// A process is truncating `path` (`truncate` or `ftruncate`).
     Truncated { pid: u32, path: PathBuf },
+    /// A process is writing to `file`, which was armed (see [`EbpfWatch::arm`]) and no longer
+    /// is. Seen on entry: the bytes may land a moment later.
+    Written { pid: u32, file: FileId },
     /// This many events were dropped because the ring buffer was full, or could not be
     /// resolved to a path: the watched folders must be rescanned to find what they were.
     Lost(u64),
@@ -189,6 +200,11 @@ impl EbpfWatcher {
     pub fn watch_folders<'a>(&mut self, folders: impl IntoIterator<Item = &'a Path>) {
         self.watch.watch_folders(folders);
     }
+
+    /// See [`EbpfWatch::arm`].
+    pub fn arm(&mut self, file: FileId) -> bool {
+        self.watch.arm(file)
+    }
 }
 
 impl EbpfWatch {
@@ -202,7 +218,7 @@ impl EbpfWatch {
         prefixes: &[PathBuf],
         sink: impl FnMut(EbpfEvent) -> bool + Send + 'static,
     ) -> Result<Self, Error> {
-        let keys = prefix_keys(prefixes)?;
+        let keys = prefix_bytes(prefixes)?;
         raise_memlock_limit();
         let events = tracefs()?.join("events").join(CATEGORY);
         let (args, present) = arg_offsets(&events)?;
@@ -214,12 +230,14 @@ impl EbpfWatch {
             .load(PROGRAMS)?;
         let mut trie: LpmTrie<_, [u8; PREFIX_MAX], u8> = map(&mut ebpf, abi::PREFIXES)?;
         for key in &keys {
-            trie.insert(key, 1, 0).map_err(|source| Error::Map {
-                name: abi::PREFIXES,
-                source,
-            })?;
+            trie.insert(&trie_key(key), 1, 0)
+                .map_err(|source| Error::Map {
+                    name: abi::PREFIXES,
+                    source,
+                })?;
         }
         let folders: BpfHashMap<MapData, Folder, u8> = map(&mut ebpf, abi::FOLDERS)?;
+        let files: BpfHashMap<MapData, Folder, u8> = map(&mut ebpf, abi::FILES)?;
         let ring: RingBuf<MapData> = map(&mut ebpf, abi::EVENTS)?;
         let lost: PerCpuArray<MapData, u64> = map(&mut ebpf, abi::LOST)?;
 
@@ -256,6 +274,10 @@ impl EbpfWatch {
         let mut watch = Self {
             stop,
             folders,
+            files,
+            trie,
+            prefixes: keys,
+            extra: HashMap::new(),
             paths,
             _ebpf: ebpf,
         };
@@ -264,8 +286,16 @@ impl EbpfWatch {
     }
 
     /// Adds `folders` to the folders whose relative paths the kernel resolves (a folder that
-    /// does not exist is skipped; the next rescan brings it when it does).
+    /// does not exist is skipped; the next rescan brings it when it does), and a folder outside
+    /// every watched prefix (the target of a symlinked log file) to the prefixes, so that
+    /// what happens in it is seen too.
     pub fn watch_folders<'a>(&mut self, folders: impl IntoIterator<Item = &'a Path>) {
+        let folders: Vec<&Path> = folders.into_iter().collect();
+        for &folder in &folders {
+            if !self.extra.contains_key(folder) && folder.is_dir() {
+                self.add_prefix(folder);
+            }
+        }
         let mut paths = self.paths.lock().expect("eBPF folder paths lock");
         for folder in folders {
             let Ok(meta) = std::fs::metadata(folder) else {
@@ -296,17 +326,93 @@ impl EbpfWatch {
             paths.remove(&key);
             let _ = self.folders.remove(&key);
         }
+        let gone: Vec<PathBuf> = self
+            .extra
+            .keys()
+            .filter(|folder| !folder.is_dir())
+            .cloned()
+            .collect();
+        for folder in gone {
+            for bytes in self.extra.remove(&folder).into_iter().flatten() {
+                let _ = self.trie.remove(&trie_key(&bytes));
+            }
+        }
+    }
+
+    /// Adds `folder` (as given and canonical) to the prefixes unless a prefix covers it.
+    /// Recorded even when nothing is added, so each folder is considered once.
+    fn add_prefix(&mut self, folder: &Path) {
+        let covered = |bytes: &[u8], extra: &HashMap<PathBuf, Vec<Vec<u8>>>| {
+            self.prefixes
+                .iter()
+                .chain(extra.values().flatten())
+                .any(|prefix| bytes.starts_with(prefix))
+        };
+        let mut added = Vec::new();
+        match prefix_bytes(&[folder.to_path_buf()]) {
+            Ok(candidates) => {
+                for bytes in candidates {
+                    if covered(&bytes, &self.extra) {
+                        continue;
+                    }
+                    match self.trie.insert(&trie_key(&bytes), 1, 0) {
+                        Ok(()) => added.push(bytes),
+                        Err(err) => {
+                            tracing::warn!(folder = %folder.display(), %err, "cannot add a prefix to the eBPF map; the rescan covers the folder");
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(folder = %folder.display(), %err, "cannot watch the folder with eBPF; the rescan covers it");
+            }
+        }
+        if !added.is_empty() {
+            tracing::debug!(folder = %folder.display(), "eBPF prefix added");
+        }
+        self.extra.insert(folder.to_path_buf(), added);
+    }
+
+    /// Arms `file`: its next write (any process, `write`, `writev`, `pwrite*`) is reported once
+    /// as [`EbpfEvent::Written`], which disarms it. Returns false when the kernel's map of
+    /// files is full: that file's writes are not reported.
+    pub fn arm(&mut self, file: FileId) -> bool {
+        match self.files.insert(kernel_key(file), 1, 0) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::debug!(?file, %err, "cannot arm a file for write events");
+                false
+            }
+        }
+    }
+
+    /// Forgets `file` (closed by the harvester).
+    pub fn disarm(&mut self, file: FileId) {
+        // Absent when it was never armed: nothing to do.
+        let _ = self.files.remove(&kernel_key(file));
     }
 }
 
-/// The kernel's name for the folder `meta` describes: `s_dev` is `major << 20 | minor`, where
-/// user space's `st_dev` uses glibc's encoding.
+/// The kernel's name for the folder `meta` describes.
 fn kernel_folder(meta: &std::fs::Metadata) -> Folder {
-    let dev = meta.dev();
-    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    kernel_key(FileId::of(meta))
+}
+
+/// The kernel's name for the file `id`: `s_dev` is `major << 20 | minor`, where user space's
+/// `st_dev` uses glibc's encoding.
+fn kernel_key(id: FileId) -> Folder {
+    let (major, minor) = (nix::sys::stat::major(id.dev), nix::sys::stat::minor(id.dev));
     Folder {
         dev: (major << 20) | minor,
-        ino: meta.ino(),
+        ino: id.ino,
+    }
+}
+
+/// The inverse of [`kernel_key`].
+fn file_id(key: Folder) -> FileId {
+    FileId {
+        dev: nix::sys::stat::makedev(key.dev >> 20, key.dev & 0xf_ffff),
+        ino: key.ino,
     }
 }
 
@@ -338,9 +444,9 @@ fn arg_offsets(events: &Path) -> Result<(ArgOffsets, BTreeSet<&'static str>), Er
     Ok((offsets, present))
 }
 
-/// The LPM trie keys for `folders`: each as given and canonical, with one trailing `/` so that
-/// `/var/log/app` does not match `/var/log/app2/x.log`.
-fn prefix_keys(folders: &[PathBuf]) -> Result<Vec<Key<[u8; PREFIX_MAX]>>, Error> {
+/// The LPM trie prefixes for `folders`: each as given and canonical, with one trailing `/` so
+/// that `/var/log/app` does not match `/var/log/app2/x.log`.
+fn prefix_bytes(folders: &[PathBuf]) -> Result<BTreeSet<Vec<u8>>, Error> {
     let mut prefixes = BTreeSet::new();
     for folder in folders {
         let canonical = std::fs::canonicalize(folder).ok();
@@ -364,14 +470,14 @@ fn prefix_keys(folders: &[PathBuf]) -> Result<Vec<Key<[u8; PREFIX_MAX]>>, Error>
             count: prefixes.len(),
         });
     }
-    Ok(prefixes
-        .into_iter()
-        .map(|bytes| {
-            let mut data = [0; PREFIX_MAX];
-            data[..bytes.len()].copy_from_slice(&bytes);
-            Key::new(bytes.len() as u32 * 8, data)
-        })
-        .collect())
+    Ok(prefixes)
+}
+
+/// The LPM trie key of a prefix from [`prefix_bytes`].
+fn trie_key(bytes: &[u8]) -> Key<[u8; PREFIX_MAX]> {
+    let mut data = [0; PREFIX_MAX];
+    data[..bytes.len()].copy_from_slice(bytes);
+    Key::new(bytes.len() as u32 * 8, data)
 }
 
 /// Kernels before 5.11 charge eBPF maps to `RLIMIT_MEMLOCK`, whose default (64 KiB) is far below
@@ -449,10 +555,19 @@ fn read_events(
         }
         while let Some(record) = ring.next() {
             // Copied out before sending, so a slow sink never pins the record in the ring.
-            let event = view::<FileEvent>(&record).map(|event| {
-                let paths = paths.lock().expect("eBPF folder paths lock");
-                decode(event, &paths)
-            });
+            let event = if view::<u32>(&record) == Some(&kind::WRITE) {
+                view::<WriteEvent>(&record).map(|event| {
+                    Some(EbpfEvent::Written {
+                        pid: event.pid,
+                        file: file_id(event.file),
+                    })
+                })
+            } else {
+                view::<FileEvent>(&record).map(|event| {
+                    let paths = paths.lock().expect("eBPF folder paths lock");
+                    decode(event, &paths)
+                })
+            };
             drop(record);
             let event = match event {
                 Some(Some(event)) => event,
@@ -595,12 +710,7 @@ format:
         std::fs::create_dir(&real).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let prefixes: BTreeSet<Vec<u8>> =
-            prefix_keys(&[PathBuf::from(format!("{}//", link.display()))])
-                .unwrap()
-                .iter()
-                .map(|key| key.data()[..key.prefix_len() as usize / 8].to_vec())
-                .collect();
+        let prefixes = prefix_bytes(&[PathBuf::from(format!("{}//", link.display()))]).unwrap();
         let canonical = std::fs::canonicalize(&real).unwrap();
         let expected = [&link, &canonical]
             .map(|path| format!("{}/", path.display()).into_bytes())
@@ -611,10 +721,10 @@ format:
     #[test]
     fn relative_and_overlong_prefixes_are_refused() {
         assert!(matches!(
-            prefix_keys(&[PathBuf::from("var/log")]),
+            prefix_bytes(&[PathBuf::from("var/log")]),
             Err(Error::Prefix { .. })
         ));
         let long = PathBuf::from(format!("/{}", "a".repeat(PREFIX_MAX)));
-        assert!(matches!(prefix_keys(&[long]), Err(Error::Prefix { .. })));
+        assert!(matches!(prefix_bytes(&[long]), Err(Error::Prefix { .. })));
     }
 }

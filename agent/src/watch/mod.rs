@@ -2,7 +2,10 @@
 //!
 //! Three backends report the same [`WatchEvent`]s: [`ebpf`] (syscall tracepoints, the instant a
 //! process opens, renames, deletes or truncates a watched path), [`inotify`] (directory watches)
-//! and polling (no events: the folders are rescanned every `scan_frequency`). The events are
+//! and polling (no events: the folders are rescanned every `scan_frequency`). The two event
+//! backends also report writes to the files being harvested (inotify by path, eBPF once per
+//! armed file: see [`FolderWatch::arm`]), so an idle file costs nothing until it is written;
+//! with polling, idle files are `stat`ed every `check_interval`. The events are
 //! hints, never the truth: the harvest engine ([`crate::harvest::files`]) looks at the file
 //! system itself for each one, so a duplicate or stale event costs a `stat`, and a missed one is
 //! found by the next rescan. Every backend gets an initial scan and a safety rescan, and a
@@ -39,10 +42,11 @@ pub struct WatchConfig {
     /// The safety rescan of the event backends (`ebpf`, `inotify`). Default: 30s.
     #[serde(default = "default_rescan", with = "humantime_serde")]
     pub rescan: Duration,
-    /// Longest wait between two looks at an open file that stopped growing (the wait starts
-    /// at 10 ms and doubles while the file stays idle; new bytes reset it). With the inotify
-    /// backend, which reports every write, idle files are looked at on its events and at the
-    /// safety rescan instead. Default: 1s.
+    /// Longest wait between two looks (a `stat`) at an open file that stopped growing (the
+    /// wait starts at 10 ms and doubles while the file stays idle; new bytes reset it). With
+    /// the event backends, which report writes, an idle file is looked at on its next write
+    /// and at the safety rescan instead; this applies to files whose writes they cannot
+    /// report (renamed away, or beyond the eBPF map's capacity). Default: 1s.
     #[serde(default = "default_check_interval", with = "humantime_serde")]
     pub check_interval: Duration,
 }
@@ -93,6 +97,8 @@ pub enum WatchEvent {
     Changed(PathBuf),
     /// `path` was deleted or renamed away.
     Removed(PathBuf),
+    /// A process is writing to the armed open file `id` (eBPF, seen on syscall entry).
+    Written(FileId),
 }
 
 /// The receiving end of a backend: its events, and a flag it sets when it lost some.
@@ -153,8 +159,8 @@ pub struct Watch {
     pub folders: Option<Box<dyn FolderWatch>>,
     /// How often the engine rescans: `scan_frequency` when polling, else `rescan`.
     pub rescan: Duration,
-    /// The longest wait between two looks at an idle open file: `check_interval`, except with
-    /// inotify, which reports every write, so idle files wait for an event or the rescan.
+    /// The longest wait between two looks at an idle open file whose writes the backend does
+    /// not report: `check_interval`.
     pub check_interval: Duration,
     /// Events are seen on syscall entry, before the syscall took effect (eBPF).
     pub events_on_entry: bool,
@@ -164,21 +170,44 @@ pub struct Watch {
     _sender: WatchSender,
 }
 
-/// A backend that watches folders one by one and must be told of new ones.
+/// A backend that watches folders one by one and must be told of new ones, and that reports
+/// writes to the files being harvested.
 pub trait FolderWatch: Send {
     /// Watches `folders` too (those already watched are skipped).
     fn watch_folders(&mut self, folders: &[PathBuf]);
+    /// Asks for the next write to the open file `file` (under a watched folder) to be
+    /// reported, by a [`WatchEvent::Changed`] of its path or a [`WatchEvent::Written`] (after
+    /// which the file must be armed again). Returns false when it cannot be: the file's
+    /// writes are found by looking at it.
+    fn arm(&mut self, file: FileId) -> bool;
+    /// The open file `file` was closed: its writes are no longer of interest.
+    fn disarm(&mut self, file: FileId);
 }
 
 impl FolderWatch for inotify::InotifyWatch {
     fn watch_folders(&mut self, folders: &[PathBuf]) {
         inotify::InotifyWatch::watch_folders(self, folders.iter().map(PathBuf::as_path));
     }
+
+    /// Folder watches report every write (`IN_MODIFY`) of the files inside, by path.
+    fn arm(&mut self, _file: FileId) -> bool {
+        true
+    }
+
+    fn disarm(&mut self, _file: FileId) {}
 }
 
 impl FolderWatch for ebpf::EbpfWatch {
     fn watch_folders(&mut self, folders: &[PathBuf]) {
         ebpf::EbpfWatch::watch_folders(self, folders.iter().map(PathBuf::as_path));
+    }
+
+    fn arm(&mut self, file: FileId) -> bool {
+        ebpf::EbpfWatch::arm(self, file)
+    }
+
+    fn disarm(&mut self, file: FileId) {
+        ebpf::EbpfWatch::disarm(self, file);
     }
 }
 
@@ -228,16 +257,19 @@ pub fn start(config: &WatchConfig, patterns: &[String]) -> Result<Watch, StartEr
         },
     }
     watch.events_on_entry = watch.backend == BackendKind::Ebpf;
-    if watch.backend == BackendKind::Inotify {
-        watch.check_interval = watch.check_interval.max(watch.rescan);
-    }
     tracing::info!(backend = ?watch.backend, rescan = ?watch.rescan, "watching");
     Ok(watch)
 }
 
-/// Attaches the eBPF programs to the literal folders of `patterns`, forwarding what they see.
+/// Where the kubelet keeps container logs; `/var/log/containers/*.log` are symlinks into it.
+const POD_LOGS: &str = "/var/log/pods";
+
+/// Attaches the eBPF programs to the literal folders of `patterns` and [`POD_LOGS`] (where
+/// symlinked container logs are written and rotated; other symlink targets' folders are added
+/// as the rescans find them), forwarding what they see.
 fn start_ebpf(patterns: &[String], tx: WatchSender) -> Result<ebpf::EbpfWatch, ebpf::Error> {
     let mut prefixes: Vec<PathBuf> = patterns.iter().map(|p| literal_prefix(p)).collect();
+    prefixes.push(PathBuf::from(POD_LOGS));
     prefixes.sort();
     prefixes.dedup();
     // The kernel reports opens for writing only: the agent's own reads never come back.
@@ -248,6 +280,7 @@ fn start_ebpf(patterns: &[String], tx: WatchSender) -> Result<ebpf::EbpfWatch, e
         }
         ebpf::EbpfEvent::Unlinked { path, .. } => tx.send(WatchEvent::Removed(path)),
         ebpf::EbpfEvent::Truncated { path, .. } => tx.send(WatchEvent::Changed(path)),
+        ebpf::EbpfEvent::Written { file, .. } => tx.send(WatchEvent::Written(file)),
         ebpf::EbpfEvent::Lost(count) => {
             tracing::warn!(count, "eBPF events lost (ring buffer full); rescanning");
             tx.request_rescan();
