@@ -1,5 +1,6 @@
 //! The agent's configuration file, shaped like filebeat.yml.
 
+use crate::kubernetes::KubernetesInputConfig;
 use crate::metrics::MetricsConfig;
 use crate::output::console::ConsoleConfig;
 use crate::output::elasticsearch::ElasticsearchConfig;
@@ -115,6 +116,19 @@ pub struct Config {
 pub enum InputConfig {
     /// Files matched by glob patterns.
     Filestream(FilestreamConfig),
+    /// The container logs of this node's pods annotated `skiff.dev/logs: "true"`, parsed by
+    /// their `skiff.dev/log-format` and enriched with their metadata.
+    Kubernetes(KubernetesInputConfig),
+}
+
+impl InputConfig {
+    /// Names the input in logs, metrics and errors.
+    pub fn id(&self) -> &str {
+        match self {
+            InputConfig::Filestream(filestream) => &filestream.id,
+            InputConfig::Kubernetes(kubernetes) => &kubernetes.id,
+        }
+    }
 }
 
 /// `type: filestream`: files matched by glob patterns.
@@ -175,11 +189,18 @@ pub struct CloseConfig {
     /// Default: 5m.
     #[serde(default = "default_close_inactive", with = "humantime_serde")]
     pub inactive: Duration,
-    /// A file renamed away or deleted is closed once read to its end and idle this long; a
-    /// deleted one at the latest this long after its deletion was seen, read or not.
-    /// Default: 1s.
+    /// A file renamed away or deleted is closed once read to its end, idle this long, and
+    /// acknowledged by every output (until then it stays open: pinned). Default: 1s.
     #[serde(default = "default_close_removed", with = "humantime_serde")]
     pub removed: Duration,
+    /// Most bytes of deleted files this input keeps pinned past `removed`: beyond it the
+    /// oldest are closed, unacknowledged or unread (a warning and the
+    /// `harvest_pinned_released` metric say so). Default: 1GiB.
+    #[serde(
+        default = "default_close_removed_budget",
+        deserialize_with = "crate::queue::config::byte_size"
+    )]
+    pub removed_budget: u64,
 }
 
 impl Default for CloseConfig {
@@ -187,6 +208,7 @@ impl Default for CloseConfig {
         Self {
             inactive: default_close_inactive(),
             removed: default_close_removed(),
+            removed_budget: default_close_removed_budget(),
         }
     }
 }
@@ -197,6 +219,10 @@ fn default_close_inactive() -> Duration {
 
 fn default_close_removed() -> Duration {
     Duration::from_secs(1)
+}
+
+fn default_close_removed_budget() -> u64 {
+    1 << 30
 }
 
 impl Config {
@@ -269,21 +295,30 @@ impl Config {
             }
         }
         for input in &config.inputs {
-            let InputConfig::Filestream(filestream) = input;
-            let (id, paths) = (&filestream.id, &filestream.paths);
-            if paths.is_empty() {
-                return Err(ConfigError::Input {
-                    path: path.to_path_buf(),
-                    id: id.clone(),
-                    message: "`paths` is empty".into(),
-                });
+            let invalid = |message: String| ConfigError::Input {
+                path: path.to_path_buf(),
+                id: input.id().to_string(),
+                message,
+            };
+            let filestream = match input {
+                InputConfig::Filestream(filestream) => filestream,
+                InputConfig::Kubernetes(kubernetes) => {
+                    if !kubernetes.logs_path.is_absolute() {
+                        return Err(invalid("`logs_path` is not an absolute path".into()));
+                    }
+                    if kubernetes.node.is_empty() {
+                        return Err(invalid(
+                            "`node` is empty (set NODE_NAME from spec.nodeName)".into(),
+                        ));
+                    }
+                    continue;
+                }
+            };
+            if filestream.paths.is_empty() {
+                return Err(invalid("`paths` is empty".into()));
             }
             if let Err(err) = crate::harvest::files::FileInput::build(filestream) {
-                return Err(ConfigError::Input {
-                    path: path.to_path_buf(),
-                    id: id.clone(),
-                    message: err.to_string(),
-                });
+                return Err(invalid(err.to_string()));
             }
         }
         Ok(config)
@@ -370,7 +405,9 @@ processors:
 output.console: { pretty: false }
 "#;
         let config = Config::parse(Path::new("agent.yml"), yaml).unwrap();
-        let InputConfig::Filestream(FilestreamConfig { id, paths, .. }) = &config.inputs[0];
+        let InputConfig::Filestream(FilestreamConfig { id, paths, .. }) = &config.inputs[0] else {
+            panic!("not filestream: {:?}", config.inputs[0]);
+        };
         assert_eq!(
             (id.as_str(), paths[0].as_str()),
             ("app", "/var/log/app/*.log")
@@ -452,6 +489,48 @@ queue: { mem: { events: 8192 }, disk: { path: /var/lib/skiff/queue, max_size: 1G
             .unwrap_err()
             .to_string();
         assert!(err.contains("ouptut.console"), "{err}");
+    }
+
+    #[test]
+    fn parses_the_kubernetes_input_with_its_defaults() {
+        let yaml = "inputs:\n  - type: kubernetes\n    node: node-a\n  - { type: kubernetes, id: k2, node: node-a, logs_path: /logs, kube_config: /k, sync_timeout: 2s }\noutput.console: {}\n";
+        let config = Config::parse(Path::new("agent.yml"), yaml).unwrap();
+        let InputConfig::Kubernetes(defaults) = &config.inputs[0] else {
+            panic!("not kubernetes: {:?}", config.inputs[0]);
+        };
+        assert_eq!(config.inputs[0].id(), "kubernetes");
+        assert_eq!(defaults.logs_path, Path::new("/var/log/pods"));
+        assert_eq!(defaults.kube_config, None);
+        assert_eq!(defaults.sync_timeout, Duration::from_secs(10));
+        assert_eq!(
+            defaults.filestream().paths,
+            ["/var/log/pods/*/*/*.log"],
+            "every container log file; the pods decide which are read"
+        );
+        let InputConfig::Kubernetes(set) = &config.inputs[1] else {
+            panic!("not kubernetes: {:?}", config.inputs[1]);
+        };
+        assert_eq!(
+            (set.id.as_str(), set.logs_path.as_path(), set.sync_timeout),
+            ("k2", Path::new("/logs"), Duration::from_secs(2))
+        );
+        // What `check-config` prints reads back the same.
+        let printed = serde_yaml::to_string(&config).unwrap();
+        assert!(printed.contains("type: kubernetes"), "{printed}");
+        let again = Config::parse(Path::new("printed.yml"), &printed).unwrap();
+        assert_eq!(again.inputs[1].id(), "k2");
+
+        let yaml =
+            "inputs: [ { type: kubernetes, node: n, logs_path: pods } ]\noutput.console: {}\n";
+        let err = Config::parse(Path::new("agent.yml"), yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"kubernetes\": `logs_path`"), "{err}");
+        let yaml = "inputs: [ { type: kubernetes, node: n, paths: [/x] } ]\noutput.console: {}\n";
+        let err = Config::parse(Path::new("agent.yml"), yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `paths`"), "{err}");
     }
 
     #[test]

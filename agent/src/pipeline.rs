@@ -14,6 +14,7 @@
 
 use crate::config::{Config, InputConfig};
 use crate::harvest::files::{Engine, EngineOptions, FileInput, Harvested};
+use crate::kubernetes::KubernetesInput;
 use crate::metrics::{self, FileMetrics};
 use crate::output::Output;
 use crate::output::console::Console;
@@ -46,17 +47,20 @@ pub async fn run(config: Config) -> Result<()> {
     let mut metrics_registry = metrics::new_registry();
     let file_metrics = FileMetrics::register(&mut metrics_registry);
     let outputs = outputs(&config, &mut metrics_registry)?;
-    let processing = processing(&config)?;
+    let mut inputs = Vec::new();
+    let mut steps = HashMap::new();
+    for input in &config.inputs {
+        let (files, input_steps) = build_input(input)
+            .await
+            .with_context(|| format!("input {:?}", input.id()))?;
+        inputs.push(files);
+        steps.insert(Arc::from(input.id()), input_steps);
+    }
+    let processing = Processing::new(
+        steps,
+        Processors::build(&config.processors).context("processors")?,
+    );
     let registry = Arc::new(Registry::open(&config.registry)?);
-    let inputs = config
-        .inputs
-        .iter()
-        .map(|input| match input {
-            InputConfig::Filestream(filestream) => {
-                FileInput::build(filestream).with_context(|| format!("input {:?}", filestream.id))
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
     let patterns: Vec<String> = inputs
         .iter()
         .flat_map(|input| input.patterns().iter().cloned())
@@ -287,17 +291,25 @@ async fn enqueue(queue: &Queue<Commit>, events: &mut Vec<Event>, commit: Commit)
     }
 }
 
-/// The parsers and processors of every input, then the global processors.
-fn processing(config: &Config) -> Result<Processing<Checkpoint>> {
-    let mut inputs = HashMap::new();
-    for input in &config.inputs {
-        let InputConfig::Filestream(filestream) = input;
-        let steps = InputSteps::build(&filestream.parsers, &filestream.processors)
-            .with_context(|| format!("input {:?}", filestream.id))?;
-        inputs.insert(Arc::from(filestream.id.as_str()), steps);
+/// An input's two halves: which files the engine harvests, and what happens to their lines
+/// (before the global processors). The `kubernetes` input starts its pod watch here.
+async fn build_input(input: &InputConfig) -> Result<(FileInput, InputSteps)> {
+    match input {
+        InputConfig::Filestream(filestream) => Ok((
+            FileInput::build(filestream)?,
+            InputSteps::build(&filestream.parsers, &filestream.processors)?,
+        )),
+        InputConfig::Kubernetes(kubernetes) => {
+            let config = kubernetes.clone();
+            // Blocks until the first list of pods arrived (at most `sync_timeout`).
+            let pods = tokio::task::spawn_blocking(move || KubernetesInput::start(&config))
+                .await
+                .context("starting the pod watch panicked")??;
+            let files =
+                FileInput::build(&kubernetes.filestream())?.admitting(Arc::new(pods.clone()));
+            Ok((files, InputSteps::kubernetes(pods)?))
+        }
     }
-    let global = Processors::build(&config.processors).context("processors")?;
-    Ok(Processing::new(inputs, global))
 }
 
 /// Writes the registry every `period`.

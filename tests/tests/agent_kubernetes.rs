@@ -1,31 +1,21 @@
 //! The agent's `kubernetes` input and pod metadata against the real kube-apiserver peer: pods
 //! are created bound to a test node (`spec.nodeName`; no scheduler or kubelet runs), their CRI
 //! log files written under a temporary pods folder, and what the agent would harvest checked.
+//! (agent/tests/kubernetes_input.rs runs the whole agent with this input.)
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::{Value, json};
 use skiff_agent::harvest::Line;
 use skiff_agent::kubernetes::{ContainerLog, KubernetesInput, KubernetesInputConfig};
 use skiff_agent::process::parse::Parsers;
 use skiff_agent::process::{Event, ProcessorConfig, Processors, event_from_line};
-use skiff_tests::{env, require_peer};
+use skiff_tests::{env, kube_client, require_peer, unique};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Generous: the first list and each watch event arrive in milliseconds on loopback.
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn client(path: &str) -> Client {
-    let kubeconfig =
-        Kubeconfig::read_from(path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig is usable");
-    Client::try_from(config).expect("building the client")
-}
 
 fn pod(name: &str, node: &str, annotations: Value, containers: &[&str]) -> Pod {
     let containers: Vec<Value> = containers
@@ -39,19 +29,23 @@ fn pod(name: &str, node: &str, annotations: Value, containers: &[&str]) -> Pod {
     .unwrap()
 }
 
+/// The kubelet's path of the container's first log file.
+fn log_path(root: &Path, pod: &Pod, container: &str) -> PathBuf {
+    let meta = &pod.metadata;
+    root.join(format!(
+        "{}_{}_{}",
+        meta.namespace.as_deref().unwrap(),
+        meta.name.as_deref().unwrap(),
+        meta.uid.as_deref().unwrap()
+    ))
+    .join(container)
+    .join("0.log")
+}
+
 /// Writes `lines` as the container's CRI log file and returns its path.
 fn write_log(root: &Path, pod: &Pod, container: &str, lines: &[&str]) -> PathBuf {
-    let meta = &pod.metadata;
-    let dir = root
-        .join(format!(
-            "{}_{}_{}",
-            meta.namespace.as_deref().unwrap(),
-            meta.name.as_deref().unwrap(),
-            meta.uid.as_deref().unwrap()
-        ))
-        .join(container);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("0.log");
+    let path = log_path(root, pod, container);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let text: String = lines
         .iter()
         .map(|line| format!("2026-05-06T07:08:09.000000001Z stdout F {line}\n"))
@@ -80,19 +74,11 @@ fn harvest(container: &ContainerLog, path: &Path) -> Vec<Event> {
     events
 }
 
-/// Waits until `check` holds for the input's containers, then returns them.
-fn wait_for(
-    input: &KubernetesInput,
-    what: &str,
-    check: impl Fn(&[ContainerLog]) -> bool,
-) -> Vec<ContainerLog> {
+/// Waits until `check` holds for the input, woken by the pod watch's changes.
+fn wait_for(input: &KubernetesInput, what: &str, check: impl Fn(&KubernetesInput) -> bool) {
     let deadline = Instant::now() + WAIT;
     let mut seen = input.index().version();
-    loop {
-        let containers = input.containers();
-        if check(&containers) {
-            return containers;
-        }
+    while !check(input) {
         let left = deadline
             .checked_duration_since(Instant::now())
             .unwrap_or_else(|| panic!("the pod watch did not show {what} within {WAIT:?}"));
@@ -100,24 +86,20 @@ fn wait_for(
     }
 }
 
-fn names(containers: &[ContainerLog]) -> Vec<String> {
-    containers
-        .iter()
+/// `pod/container` of the file, if the input harvests it.
+fn harvested(input: &KubernetesInput, path: &Path) -> Option<String> {
+    input
+        .container_of(path)
         .map(|c| format!("{}/{}", c.pod.name, c.container))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harvests_exactly_the_annotated_pods_of_this_node() {
     let kubeconfig = require_peer!(env::KUBECONFIG, "kube-apiserver");
-    let client = client(&kubeconfig).await;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let client = kube_client(&kubeconfig).await;
     // Fresh names per run: a namespace cannot be deleted for good without a controller-manager.
-    let namespace = format!("skiff-k8s-input-{nanos}");
-    let node = format!("skiff-test-node-{nanos}");
+    let namespace = unique("skiff-k8s-input");
+    let node = unique("skiff-test-node");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -178,10 +160,12 @@ async fn harvests_exactly_the_annotated_pods_of_this_node() {
         input.index().wait_synced(WAIT),
         "no first list of pods within {WAIT:?}"
     );
+    let web_log = log_path(dir.path(), &web, "nginx");
+    assert_eq!(harvested(&input, &web_log).as_deref(), Some("web/nginx"));
     assert_eq!(
-        names(&input.containers()),
-        ["web/nginx"],
-        "only the annotated pod of this node"
+        harvested(&input, &log_path(dir.path(), &web, "other")),
+        None,
+        "only the pod's own containers"
     );
 
     // A pod that appears later is picked up from the watch.
@@ -192,19 +176,13 @@ async fn harvests_exactly_the_annotated_pods_of_this_node() {
         &["app", "proxy"],
     ))
     .await;
-    let containers = wait_for(&input, "the new pod `api`", |c| c.len() == 3);
-    assert_eq!(names(&containers), ["api/app", "api/proxy", "web/nginx"]);
-    let web_glob = &containers[2].glob;
-    assert_eq!(
-        web_glob,
-        &format!(
-            "{}/{namespace}_web_{}/nginx/*.log",
-            dir.path().display(),
-            web.metadata.uid.as_deref().unwrap()
-        )
-    );
+    let proxy_log = log_path(dir.path(), &api, "proxy");
+    wait_for(&input, "the new pod `api`", |input| {
+        harvested(input, &proxy_log).is_some()
+    });
+    assert_eq!(harvested(&input, &proxy_log).as_deref(), Some("api/proxy"));
 
-    let web_log = write_log(
+    write_log(
         dir.path(),
         &web,
         "nginx",
@@ -283,24 +261,22 @@ async fn harvests_exactly_the_annotated_pods_of_this_node() {
     )
     .await
     .expect("deleting the pod");
-    let containers = wait_for(&input, "the deletion of `api`", |c| c.len() == 1);
-    assert_eq!(names(&containers), ["web/nginx"]);
+    wait_for(&input, "the deletion of `api`", |input| {
+        harvested(input, &api_log).is_none()
+    });
     assert!(
-        input.container_of(&api_log).is_none(),
+        harvested(&input, &proxy_log).is_none(),
         "a deleted pod's files are not harvested"
     );
+    assert_eq!(harvested(&input, &web_log).as_deref(), Some("web/nginx"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_kubernetes_metadata_enriches_any_pod_log_of_this_node() {
     let kubeconfig = require_peer!(env::KUBECONFIG, "kube-apiserver");
-    let client = client(&kubeconfig).await;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let namespace = format!("skiff-k8s-meta-{nanos}");
-    let node = format!("skiff-meta-node-{nanos}");
+    let client = kube_client(&kubeconfig).await;
+    let namespace = unique("skiff-k8s-meta");
+    let node = unique("skiff-meta-node");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .create(

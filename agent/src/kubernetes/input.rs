@@ -2,13 +2,17 @@
 //! `skiff.dev/logs: "true"`, each with the parsers of its `skiff.dev/log-format` and the
 //! pod's metadata.
 //!
-//! This is a paths provider: the harvest engine asks [`KubernetesInput::containers`] which
-//! globs to watch (again when [`PodIndex::version`] changes), and for each file it opens,
-//! [`KubernetesInput::container_of`] which parsers to run and which fields to add. A pod
-//! that is deleted, or loses its annotation, drops out of the list: its harvest ends.
+//! The harvest engine watches every container log file under `logs_path`
+//! ([`KubernetesInputConfig::filestream`]) and harvests those this input admits
+//! ([`Admission`]), looking again whenever [`PodIndex::version`] changes; for each file,
+//! [`KubernetesInput::container_of`] tells the processing which parsers to run and which
+//! fields to add. A pod that is deleted, or loses its annotation, is no longer admitted: its
+//! files are read to their end and closed.
 
 use super::metadata::{LogPath, PodMeta};
 use super::watcher::{PodIndex, WatchConfig};
+use crate::config::{CloseConfig, FilestreamConfig};
+use crate::harvest::files::Admission;
 use crate::process::parse::{ParserConfig, for_log_format};
 use crate::process::{BuildError, Event};
 use serde::{Deserialize, Serialize};
@@ -62,6 +66,25 @@ impl KubernetesInputConfig {
             sync_timeout: self.sync_timeout,
         }
     }
+
+    /// The files the harvest engine looks at: every container log file under `logs_path`
+    /// (`<ns>_<pod>_<uid>/<container>/N.log`; rotated `N.log.<time>[.gz]` files are not
+    /// matched, but one already open is read to its end like any rotated file). Which of them
+    /// are harvested is the input's [`Admission`].
+    pub fn filestream(&self) -> FilestreamConfig {
+        let root = glob::Pattern::escape(&self.logs_path.to_string_lossy());
+        FilestreamConfig {
+            id: self.id.clone(),
+            paths: vec![format!("{root}/*/*/*.log")],
+            exclude_files: Vec::new(),
+            ignore_older: None,
+            close: CloseConfig::default(),
+            max_bytes: crate::harvest::DEFAULT_MAX_BYTES,
+            harvester_limit: 0,
+            parsers: Vec::new(),
+            processors: Vec::new(),
+        }
+    }
 }
 
 /// One container whose logs are harvested.
@@ -69,8 +92,6 @@ impl KubernetesInputConfig {
 pub struct ContainerLog {
     pub pod: Arc<PodMeta>,
     pub container: String,
-    /// The glob of its log files (`<logs_path>/<ns>_<pod>_<uid>/<container>/*.log`).
-    pub glob: String,
     /// The parsers of its log format.
     pub parsers: Vec<ParserConfig>,
 }
@@ -108,34 +129,24 @@ impl KubernetesInput {
         &self.index
     }
 
-    /// Every container to harvest now, ordered by namespace, pod and container.
-    pub fn containers(&self) -> Vec<ContainerLog> {
-        let mut pods: Vec<_> = self
-            .index
-            .pods()
-            .into_iter()
-            .filter(|p| p.harvest)
-            .collect();
-        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        pods.iter()
-            .flat_map(|pod| {
-                pod.containers
-                    .iter()
-                    .map(|container| self.container(pod, container))
-            })
-            .collect()
-    }
-
     /// The harvested container a log file belongs to, if any.
     pub fn container_of(&self, path: &Path) -> Option<ContainerLog> {
+        let (pod, container) = self.harvested(path)?;
+        Some(self.container(&pod, container))
+    }
+
+    /// The pod and container of a log file that is harvested now.
+    fn harvested<'p>(&self, path: &'p Path) -> Option<(Arc<PodMeta>, &'p str)> {
+        if !path.starts_with(&self.logs_path) {
+            return None;
+        }
         let log = LogPath::parse(path)?;
         let pod = self.index.get(log.uid)?;
         (pod.harvest && pod.containers.iter().any(|c| c == log.container))
-            .then(|| self.container(&pod, log.container))
+            .then_some((pod, log.container))
     }
 
     fn container(&self, pod: &Arc<PodMeta>, container: &str) -> ContainerLog {
-        let root = glob::Pattern::escape(&self.logs_path.to_string_lossy());
         let parsers = for_log_format(&pod.log_format).unwrap_or_else(|| {
             tracing::warn!(
                 pod = pod.name,
@@ -147,11 +158,25 @@ impl KubernetesInput {
         ContainerLog {
             pod: Arc::clone(pod),
             container: container.to_string(),
-            glob: format!(
-                "{root}/{}_{}_{}/{container}/*.log",
-                pod.namespace, pod.name, pod.uid
-            ),
             parsers,
         }
+    }
+}
+
+impl Admission for KubernetesInput {
+    fn admits(&self, path: &Path) -> bool {
+        self.harvested(path).is_some()
+    }
+
+    fn version(&self) -> u64 {
+        self.index.version()
+    }
+}
+
+impl std::fmt::Debug for KubernetesInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesInput")
+            .field("logs_path", &self.logs_path)
+            .finish_non_exhaustive()
     }
 }

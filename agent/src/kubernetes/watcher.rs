@@ -114,17 +114,6 @@ impl PodIndex {
             .cloned()
     }
 
-    /// Every pod of the node.
-    pub fn pods(&self) -> Vec<Arc<PodMeta>> {
-        self.shared
-            .pods
-            .read()
-            .expect("never poisoned")
-            .values()
-            .cloned()
-            .collect()
-    }
-
     /// A number that changes whenever the set of pods or their metadata does.
     pub fn version(&self) -> u64 {
         self.shared.version.lock().expect("never poisoned").changes

@@ -1,21 +1,33 @@
 //! What happens to the lines of every harvested file between the harvester and the outputs:
 //! the input's parsers (with state per file), the input's processors, then the global ones.
+//! A file of the `kubernetes` input gets its container's parsers instead, and its pod's
+//! fields before any processor.
 //!
 //! Parsers may hold lines back (a partial container line, an open multiline group), so the
 //! offset a file may be committed to is that of the oldest line still held, not the end of
 //! the batch: after a crash, the held lines are read again rather than lost.
 
-use super::parse::{ParserConfig, Parsers};
+use super::parse::{ParserConfig, Parsers, for_log_format};
 use super::{BuildError, Event, ProcessorConfig, Processors};
+use crate::harvest::files::Admission;
+use crate::kubernetes::{ContainerLog, KubernetesInput};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long the parser state of a file the `kubernetes` input no longer harvests (its pod is
+/// gone) outlives the file's last lines. The engine reads such a file to its end and closes it
+/// within `close.removed` (1s), so no line of it comes later; without this, every pod the node
+/// ever ran would keep an entry.
+const FORGET_UNHARVESTED: Duration = Duration::from_secs(60);
 
 /// The parsers and processors of one input.
 pub struct InputSteps {
     parsers: Parsers,
     processors: Processors,
+    /// The `kubernetes` input: where each file's parsers and pod fields come from.
+    containers: Option<KubernetesInput>,
 }
 
 impl InputSteps {
@@ -27,7 +39,39 @@ impl InputSteps {
         Ok(Self {
             parsers: Parsers::build(parsers)?,
             processors: Processors::build(processors)?,
+            containers: None,
         })
+    }
+
+    /// The steps of the `kubernetes` input: each file's container decides its parsers and
+    /// adds its pod's fields.
+    pub fn kubernetes(input: KubernetesInput) -> Result<Self, BuildError> {
+        Ok(Self {
+            // For a file whose pod is unknown: the kubelet writes CRI lines.
+            parsers: Parsers::build(&for_log_format("cri").expect("cri is a log format"))?,
+            processors: Processors::default(),
+            containers: Some(input),
+        })
+    }
+
+    /// A new file's parsers, and its container for the `kubernetes` input. The container is
+    /// looked up once: after its pod is deleted, the rest of the file is still enriched.
+    fn for_file(&self, path: &Path) -> (Parsers, Option<ContainerLog>) {
+        let Some(input) = &self.containers else {
+            return (self.parsers.clone(), None);
+        };
+        let Some(container) = input.container_of(path) else {
+            // Only when the pod went between the harvester's open and the first batch.
+            tracing::warn!(path = %path.display(), "no harvested pod for this file; its lines are read as cri, not enriched");
+            return (self.parsers.clone(), None);
+        };
+        match Parsers::build(&container.parsers) {
+            Ok(parsers) => (parsers, Some(container)),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "the log format's parsers do not build; lines are not parsed");
+                (Parsers::default(), Some(container))
+            }
+        }
     }
 }
 
@@ -41,6 +85,10 @@ pub struct Processing<C> {
 struct FileState<C> {
     input: Arc<str>,
     parsers: Parsers,
+    /// The file's container, for the `kubernetes` input.
+    container: Option<ContainerLog>,
+    /// When its last lines came.
+    last_lines: Instant,
     /// The file's latest checkpoint, committed once no line before it is held any more.
     checkpoint: Option<C>,
 }
@@ -69,26 +117,31 @@ impl<C: Clone> Processing<C> {
         out: &mut Vec<Event>,
     ) -> u64 {
         let steps = self.inputs.get(input);
-        let state = self
-            .files
-            .entry(Arc::clone(path))
-            .or_insert_with(|| FileState {
+        let state = self.files.entry(Arc::clone(path)).or_insert_with(|| {
+            let (parsers, container) = steps.map(|s| s.for_file(path)).unwrap_or_default();
+            FileState {
                 input: Arc::clone(input),
-                parsers: steps.map(|s| s.parsers.clone()).unwrap_or_default(),
+                parsers,
+                container,
                 checkpoint: None,
-            });
+                last_lines: Instant::now(),
+            }
+        });
+        state.last_lines = Instant::now();
         let start = out.len();
         for line in lines {
             state.parsers.push(line, out);
         }
         let pending = state.parsers.pending_offset();
         state.checkpoint = pending.is_some().then_some(checkpoint);
-        finish(steps, &self.global, out, start);
+        finish(steps, state.container.as_ref(), &self.global, out, start);
         pending.map_or(end, |held| held.min(end))
     }
 
     /// Emits the multiline groups and partial lines that timed out by `now`; returns the
     /// checkpoints of the files that hold nothing back any more, to commit after delivery.
+    /// Forgets the files of pods that are gone (emitting what they held) once
+    /// [`FORGET_UNHARVESTED`] passed without lines.
     pub fn flush_expired(&mut self, now: Instant, out: &mut Vec<Event>) -> Vec<C> {
         let mut done = Vec::new();
         for state in self.files.values_mut() {
@@ -97,11 +150,34 @@ impl<C: Clone> Processing<C> {
             }
             let start = out.len();
             state.parsers.flush_expired(now, out);
-            finish(self.inputs.get(&state.input), &self.global, out, start);
+            let steps = self.inputs.get(&state.input);
+            finish(steps, state.container.as_ref(), &self.global, out, start);
             if state.parsers.pending_offset().is_none() {
                 done.extend(state.checkpoint.take());
             }
         }
+        let Self {
+            inputs,
+            global,
+            files,
+        } = self;
+        files.retain(|path, state| {
+            if now.saturating_duration_since(state.last_lines) < FORGET_UNHARVESTED {
+                return true;
+            }
+            let steps = inputs.get(&state.input);
+            if steps
+                .and_then(|s| s.containers.as_ref())
+                .is_none_or(|pods| pods.admits(path))
+            {
+                return true;
+            }
+            let start = out.len();
+            state.parsers.flush(out);
+            finish(steps, state.container.as_ref(), global, out, start);
+            done.extend(state.checkpoint.take());
+            false
+        });
         done
     }
 
@@ -110,15 +186,28 @@ impl<C: Clone> Processing<C> {
         if let Some(mut state) = self.files.remove(path) {
             let start = out.len();
             state.parsers.flush(out);
-            finish(self.inputs.get(&state.input), &self.global, out, start);
+            let steps = self.inputs.get(&state.input);
+            finish(steps, state.container.as_ref(), &self.global, out, start);
         }
     }
 }
 
-/// Runs the input's and the global processors over `out[start..]`, removing dropped events.
-fn finish(steps: Option<&InputSteps>, global: &Processors, out: &mut Vec<Event>, start: usize) {
+/// Adds the container's fields, then runs the input's and the global processors over
+/// `out[start..]`, removing dropped events.
+fn finish(
+    steps: Option<&InputSteps>,
+    container: Option<&ContainerLog>,
+    global: &Processors,
+    out: &mut Vec<Event>,
+    start: usize,
+) {
     let mut tail = out.split_off(start);
-    tail.retain_mut(|event| steps.is_none_or(|s| s.processors.run(event)) && global.run(event));
+    tail.retain_mut(|event| {
+        if let Some(container) = container {
+            container.enrich(event);
+        }
+        steps.is_none_or(|s| s.processors.run(event)) && global.run(event)
+    });
     out.append(&mut tail);
 }
 
@@ -126,7 +215,6 @@ fn finish(steps: Option<&InputSteps>, global: &Processors, out: &mut Vec<Event>,
 mod tests {
     use super::super::parse::tests::line;
     use super::*;
-    use std::time::Duration;
 
     fn processing() -> Processing<u64> {
         let parsers: Vec<ParserConfig> = serde_yaml::with::singleton_map_recursive::deserialize(
@@ -164,6 +252,32 @@ mod tests {
             p.flush_expired(Instant::now() + Duration::from_secs(4), &mut out)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn files_of_pods_that_are_gone_are_forgotten_after_a_while() {
+        let config = serde_yaml::from_str("{ node: n, logs_path: /pods }").unwrap();
+        let pods = KubernetesInput::with_index(&config, crate::kubernetes::PodIndex::default());
+        let mut p = Processing::new(
+            [(Arc::from("k8s"), InputSteps::kubernetes(pods).unwrap())]
+                .into_iter()
+                .collect(),
+            Processors::default(),
+        );
+        let input: Arc<str> = Arc::from("k8s");
+        let path: Arc<Path> = Arc::from(Path::new("/pods/ns_web_u1/app/0.log"));
+        let mut out = Vec::new();
+        let partial = line(0, "2026-11-28T16:45:00.000000001Z stdout P held ");
+        assert_eq!(p.push(&input, &path, vec![partial], 50, 50, &mut out), 0);
+        assert!(out.is_empty(), "a partial line is held");
+        let soon = Instant::now() + Duration::from_secs(1);
+        assert!(p.flush_expired(soon, &mut out).is_empty());
+        assert_eq!(p.files.len(), 1, "kept while it may still be drained");
+        let later = Instant::now() + FORGET_UNHARVESTED;
+        assert_eq!(p.flush_expired(later, &mut out), vec![50]);
+        assert!(p.files.is_empty(), "forgotten: its pod is unknown");
+        assert_eq!(out.len(), 1, "what it held is emitted");
+        assert_eq!(out[0]["message"], "held ", "read as cri: {:?}", out[0]);
     }
 
     #[test]
