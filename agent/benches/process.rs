@@ -2,10 +2,12 @@
 //! cri → nginx parse → add_fields → geoip → user_agent → http, on generated access log lines
 //! with realistic address and user-agent distributions.
 //!
-//! criterion measures the bare CRI parse and the whole chain over the same lines; a
-//! whole-run pass then reports events/s on one core for both, and their ratio, which is the
-//! figure to compare across machines. Needs the `geoip` peer's databases
-//! (`eval $(cargo xtask peers up --only geoip)`).
+//! criterion measures the bare CRI parse and the whole chain over the same lines. Whole runs
+//! then measure events/s per second of CPU of the chain up to each step, from `read` (only the
+//! event of the line, as the harvester makes it) to the whole chain, and report the cost of
+//! every step per event. The whole chain's rate relative to `read`, measured in the same run,
+//! is the figure to compare across machines and busy hosts. Needs the `geoip` peer's
+//! databases (`eval $(cargo xtask peers up --only geoip)`).
 
 use criterion::{Criterion, Throughput};
 use skiff_agent::harvest::Line;
@@ -13,13 +15,12 @@ use skiff_agent::process::parse::{ParserConfig, Parsers};
 use skiff_agent::process::{Event, ProcessorConfig, Processors, event_from_line};
 use skiff_tests::env;
 use std::path::Path;
-use std::time::Instant;
 
 const LINES: usize = 20_000;
 
 /// Events are trees of small maps and strings: with glibc's malloc, 60% of the CPU time went
-/// to malloc/free (`malloc_consolidate`, `unlink_chunk`) in `perf`; mimalloc is what the
-/// agent's binary should ship with, and what these figures assume.
+/// to malloc/free (`malloc_consolidate`, `unlink_chunk`) in `perf`: the benchmark runs with
+/// the allocator the agent's binary has (`src/main.rs`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -148,65 +149,70 @@ fn run(
     kept
 }
 
-struct Chain {
-    cri: (Parsers, Processors),
-    full: (Parsers, Processors),
-}
+/// The chain one step at a time: every stage's configuration adds one parser or processor to
+/// the stage before it, so the difference between two stages is the cost of that step.
+const STAGES: [&str; 7] = [
+    "read",
+    "cri",
+    "nginx",
+    "add_fields",
+    "geoip",
+    "user_agent",
+    "http",
+];
 
-fn chain(city: &str, asn: &str) -> Chain {
-    let cri: Vec<ParserConfig> = yaml("[ { container: { format: cri } } ]");
-    let nginx: Vec<ParserConfig> = yaml("[ { container: { format: cri } }, { nginx: {} } ]");
+/// The parsers and processors of the chain up to `stage` (an index of [`STAGES`]).
+fn chain(stage: usize, city: &str, asn: &str) -> (Parsers, Processors) {
+    let parsers = ["{ container: { format: cri } }", "{ nginx: {} }"];
+    let processors = [
+        r#"{ add_fields: { target: "", fields: { service: { name: web }, environment: production } } }"#.to_string(),
+        format!(r#"{{ geoip: {{ field: client.ip, database: "{city}", asn_database: "{asn}" }} }}"#),
+        "{ user_agent: {} }".to_string(),
+        "{ http: {} }".to_string(),
+    ];
+    let parsers: Vec<ParserConfig> = yaml(&format!("[{}]", parsers[..stage.min(2)].join(", ")));
     let processors: Vec<ProcessorConfig> = yaml(&format!(
-        r#"
-- add_fields: {{ target: "", fields: {{ service: {{ name: web }}, environment: production }} }}
-- geoip: {{ field: client.ip, database: "{city}", asn_database: "{asn}" }}
-- user_agent: {{}}
-- http: {{}}
-"#
+        "[{}]",
+        processors[..stage.saturating_sub(2)].join(", ")
     ));
-    Chain {
-        cri: (Parsers::build(&cri).unwrap(), Processors::default()),
-        full: (
-            Parsers::build(&nginx).unwrap(),
-            Processors::build(&processors).unwrap(),
-        ),
-    }
+    (
+        Parsers::build(&parsers).unwrap(),
+        Processors::build(&processors).unwrap(),
+    )
 }
 
-fn bench(c: &mut Criterion, lines: &[Line], chain: &mut Chain) {
+fn bench(
+    c: &mut Criterion,
+    lines: &[Line],
+    cri: &mut (Parsers, Processors),
+    full: &mut (Parsers, Processors),
+) {
     let mut group = c.benchmark_group("process");
     group.throughput(Throughput::Elements(lines.len() as u64));
     group.sample_size(20);
     let mut out = Vec::with_capacity(lines.len());
     group.bench_function("cri_parse", |b| {
-        b.iter(|| run(lines, &mut chain.cri.0, &chain.cri.1, &mut out))
+        b.iter(|| run(lines, &mut cri.0, &cri.1, &mut out))
     });
     group.bench_function("cri_nginx_fields_geoip_ua_http", |b| {
-        b.iter(|| run(lines, &mut chain.full.0, &chain.full.1, &mut out))
+        b.iter(|| run(lines, &mut full.0, &full.1, &mut out))
     });
     group.finish();
 }
 
-/// Events per second of CPU time of this thread, over `rounds` passes.
-fn events_per_core_second(
-    lines: &[Line],
-    parsers: &mut Parsers,
-    processors: &Processors,
-    rounds: usize,
-) -> f64 {
+/// Events per second of CPU time of this thread, over passes of `lines` that take at least
+/// a second of CPU (after one pass that warms the caches up).
+fn events_per_core_second(lines: &[Line], parsers: &mut Parsers, processors: &Processors) -> f64 {
     let mut out = Vec::with_capacity(lines.len());
+    run(lines, parsers, processors, &mut out);
     let start = thread_cpu_seconds();
-    let wall = Instant::now();
     let mut events = 0;
-    for _ in 0..rounds {
+    let mut rounds = 0;
+    while rounds < 3 || thread_cpu_seconds() - start < 1.0 {
         events += run(lines, parsers, processors, &mut out);
+        rounds += 1;
     }
-    let cpu = (thread_cpu_seconds() - start).max(1e-9);
-    eprintln!(
-        "{events} events in {:.2}s ({cpu:.2}s of CPU)",
-        wall.elapsed().as_secs_f64()
-    );
-    events as f64 / cpu
+    events as f64 / (thread_cpu_seconds() - start).max(1e-9)
 }
 
 fn thread_cpu_seconds() -> f64 {
@@ -224,16 +230,35 @@ fn main() {
         return;
     };
     let lines = access_log(LINES);
-    let mut chain = chain(&city, &asn);
     let mut criterion = Criterion::default().configure_from_args();
-    bench(&mut criterion, &lines, &mut chain);
+    bench(
+        &mut criterion,
+        &lines,
+        &mut chain(1, &city, &asn),
+        &mut chain(STAGES.len() - 1, &city, &asn),
+    );
     criterion.final_summary();
 
-    let cri = events_per_core_second(&lines, &mut chain.cri.0, &chain.cri.1, 50);
-    let full = events_per_core_second(&lines, &mut chain.full.0, &chain.full.1, 25);
-    skiff_tests::bench::report(&[
-        ("cri_parse_events_per_core_s", cri),
-        ("chain_events_per_core_s", full),
-        ("chain_vs_cri_parse_ratio", full / cri),
-    ]);
+    // Whole runs, stage by stage: events/s of the chain up to each stage, and what each step
+    // costs per event (the difference to the stage before).
+    let rates: Vec<f64> = (0..STAGES.len())
+        .map(|stage| {
+            let (mut parsers, processors) = chain(stage, &city, &asn);
+            events_per_core_second(&lines, &mut parsers, &processors)
+        })
+        .collect();
+    let mut figures = Vec::new();
+    for (stage, rate) in STAGES.iter().zip(&rates) {
+        figures.push((format!("upto_{stage}_events_per_core_s"), *rate));
+    }
+    for (i, pair) in rates.windows(2).enumerate() {
+        let step_ns = (1e9 / pair[1] - 1e9 / pair[0]).max(0.0);
+        figures.push((format!("step_{}_ns_per_event", STAGES[i + 1]), step_ns));
+    }
+    let (read, full) = (rates[0], rates[STAGES.len() - 1]);
+    figures.push(("read_ns_per_event".to_string(), 1e9 / read));
+    figures.push(("chain_events_per_core_s".to_string(), full));
+    figures.push(("chain_vs_read_ratio".to_string(), full / read));
+    let figures: Vec<(&str, f64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    skiff_tests::bench::report(&figures);
 }

@@ -12,7 +12,7 @@ pub fn get<'a>(event: &'a Event, path: &str) -> Option<&'a Value> {
     if let Some(value) = event.get(path) {
         return Some(value);
     }
-    let (head, rest) = path.split_once('.')?;
+    let (head, rest) = split_once(path, b'.')?;
     get(event.get(head)?.as_object()?, rest)
 }
 
@@ -24,9 +24,19 @@ pub fn get_str<'a>(event: &'a Event, path: &str) -> Option<&'a str> {
 /// Sets `path` to `value`, creating the objects on the way (and replacing a non-object that
 /// stands where an object must go). Returns the value it replaced.
 pub fn insert(event: &mut Event, path: &str, value: Value) -> Option<Value> {
-    match path.split_once('.') {
-        None => event.insert(path.to_string(), value),
+    match split_once(path, b'.') {
+        None => set(event, path, value),
         Some((head, rest)) => insert(object_at(event, head), rest, value),
+    }
+}
+
+/// Sets `key` of `object` to `value`, returning the value it replaced. The key is allocated
+/// only when it is new: most fields a step sets replace one an earlier step set
+/// (`@timestamp`, `message`).
+pub fn set(object: &mut Map<String, Value>, key: &str, value: Value) -> Option<Value> {
+    match object.get_mut(key) {
+        Some(slot) => Some(std::mem::replace(slot, value)),
+        None => object.insert(key.to_owned(), value),
     }
 }
 
@@ -44,7 +54,7 @@ pub fn object_mut<'a>(event: &'a mut Event, path: &str) -> &'a mut Map<String, V
     if path.is_empty() {
         return event;
     }
-    match path.split_once('.') {
+    match split_once(path, b'.') {
         None => object_at(event, path),
         Some((head, rest)) => object_mut(object_at(event, head), rest),
     }
@@ -55,30 +65,39 @@ pub fn remove(event: &mut Event, path: &str) -> Option<Value> {
     if let Some(value) = event.remove(path) {
         return Some(value);
     }
-    let (head, rest) = path.split_once('.')?;
+    let (head, rest) = split_once(path, b'.')?;
     remove(event.get_mut(head)?.as_object_mut()?, rest)
 }
 
+/// `text` split at the first `byte` (an ASCII character), as `str::split_once` does; with
+/// `memchr` directly, as paths and log lines are split on every event.
+pub fn split_once(text: &str, byte: u8) -> Option<(&str, &str)> {
+    debug_assert!(byte.is_ascii());
+    let at = memchr::memchr(byte, text.as_bytes())?;
+    Some((&text[..at], &text[at + 1..]))
+}
+
 fn object_at<'a>(event: &'a mut Event, key: &str) -> &'a mut Map<String, Value> {
-    let slot = event
-        .entry(key)
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
+    // Looked up by `&str` first: `entry` would allocate the key even when it exists.
+    if !event.get(key).is_some_and(Value::is_object) {
+        set(event, key, Value::Object(Map::new()));
     }
-    slot.as_object_mut().expect("made an object above")
+    event
+        .get_mut(key)
+        .and_then(Value::as_object_mut)
+        .expect("made an object above")
 }
 
 /// Appends `flag` to the event's `log.flags` list unless it is there already.
 pub fn add_flag(event: &mut Event, flag: &str) {
     let log = object_mut(event, "log");
-    let flags = log
-        .entry("flags")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if !flags.is_array() {
-        *flags = Value::Array(Vec::new());
+    if !log.get("flags").is_some_and(Value::is_array) {
+        set(log, "flags", Value::Array(Vec::new()));
     }
-    let flags = flags.as_array_mut().expect("made an array above");
+    let flags = log
+        .get_mut("flags")
+        .and_then(Value::as_array_mut)
+        .expect("made an array above");
     if !flags.iter().any(|f| f == flag) {
         flags.push(flag.into());
     }

@@ -171,11 +171,21 @@ impl GeoIp {
             }
         };
         if let Some(geo) = &found.geo {
-            field::object_mut(event, &self.geo_target).extend(geo.clone());
+            merge(field::object_mut(event, &self.geo_target), geo);
         }
         if let Some(asn) = &found.asn {
-            field::object_mut(event, &self.as_target).extend(asn.clone());
+            merge(field::object_mut(event, &self.as_target), asn);
         }
+    }
+}
+
+/// Adds `fields` to `object`, replacing the values of keys it has.
+fn merge(object: &mut Map<String, Value>, fields: &Map<String, Value>) {
+    if object.is_empty() {
+        // The usual case: a whole clone of the tree is cheaper than inserting its keys one by one.
+        object.clone_from(fields);
+    } else {
+        object.extend(fields.clone());
     }
 }
 

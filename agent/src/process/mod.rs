@@ -15,6 +15,7 @@ pub use processor::{BuildError, Flow, Processor, ProcessorConfig, Processors};
 
 use crate::harvest::Line;
 use serde_json::{Map, Value, json};
+use std::cell::RefCell;
 use std::path::Path;
 
 /// An event: a JSON object with ECS field names.
@@ -40,12 +41,7 @@ pub fn event_from_line(line: &Line, path: &Path, host: &str) -> Event {
         log["flags"] = json!(flags);
     }
     let mut event = Map::new();
-    event.insert(
-        "@timestamp".into(),
-        chrono::Utc::now()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            .into(),
-    );
+    event.insert("@timestamp".into(), now_rfc3339().into());
     event.insert("message".into(), message.into());
     event.insert("log".into(), log);
     event.insert("host".into(), json!({ "name": host }));
@@ -59,7 +55,87 @@ pub fn format_timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
 
 /// The current time as [`format_timestamp`] writes it.
 pub fn now_rfc3339() -> String {
-    format_timestamp(chrono::Utc::now())
+    thread_local! {
+        /// The last second formatted, and its text up to the seconds: every line read gets
+        /// the time, and formatting it whole with chrono costs more than the rest of the line.
+        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = chrono::Utc::now();
+    let millis = now.timestamp_subsec_millis();
+    if millis >= 1000 {
+        // A leap second: rare enough for the slow path.
+        return format_timestamp(now);
+    }
+    SECOND.with_borrow_mut(|(second, prefix)| {
+        if *second != now.timestamp() {
+            *second = now.timestamp();
+            *prefix = now.format("%Y-%m-%dT%H:%M:%S").to_string();
+        }
+        let mut text = String::with_capacity(prefix.len() + 5);
+        text.push_str(prefix);
+        push_millis(&mut text, millis);
+        text
+    })
+}
+
+/// Appends `.mmmZ`.
+fn push_millis(text: &mut String, millis: u32) {
+    text.push('.');
+    for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+        text.push(char::from(b'0' + digit as u8));
+    }
+    text.push('Z');
+}
+
+/// An RFC 3339 time (as CRI and Docker write them) as [`format_timestamp`] writes it, or
+/// `None` if it is not one. UTC times with up to nine fractional digits, the container
+/// runtimes' own, are rewritten without a calendar round trip; others go through chrono.
+pub fn rfc3339_timestamp(text: &str) -> Option<String> {
+    utc_rfc3339_timestamp(text).or_else(|| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|time| format_timestamp(time.to_utc()))
+    })
+}
+
+/// The fast path of [`rfc3339_timestamp`]: `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, valid date and
+/// time of day (a leap second is left to chrono).
+fn utc_rfc3339_timestamp(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let fraction = match &b[19..b.len() - 1] {
+        [] => &[][..],
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => digits,
+        _ => return None,
+    };
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !fraction.iter().all(u8::is_ascii_digit)
+        || hour > 23
+        || minute > 59
+        || second > 59
+        || chrono::NaiveDate::from_ymd_opt(year as i32, month, day).is_none()
+    {
+        return None;
+    }
+    let millis = (0..3).fold(0, |n, i| {
+        n * 10 + fraction.get(i).map_or(0, |d| u32::from(d - b'0'))
+    });
+    let mut out = String::with_capacity(24);
+    out.push_str(&text[..19]);
+    push_millis(&mut out, millis);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -83,6 +159,37 @@ mod tests {
         assert_eq!(event["host"]["name"], "node-1");
         assert!(event["@timestamp"].as_str().unwrap().ends_with('Z'));
         assert!(event["log"].get("flags").is_none());
+    }
+
+    #[test]
+    fn rfc3339_times_as_timestamps() {
+        for (text, want) in [
+            (
+                "2026-05-06T07:08:09.123456789Z",
+                Some("2026-05-06T07:08:09.123Z"),
+            ),
+            ("2026-05-06T07:08:09.5Z", Some("2026-05-06T07:08:09.500Z")),
+            ("2026-05-06T07:08:09Z", Some("2026-05-06T07:08:09.000Z")),
+            (
+                "2026-05-06T09:08:09.5+02:00",
+                Some("2026-05-06T07:08:09.500Z"),
+            ),
+            ("2024-02-29T23:59:59.999Z", Some("2024-02-29T23:59:59.999Z")),
+            ("2026-02-29T00:00:00Z", None),
+            ("2026-05-06T24:00:00Z", None),
+            ("2026-05-06T07:08:09.Z", None),
+            ("2026-05-06 07:08:09Z", Some("2026-05-06T07:08:09.000Z")),
+            ("yesterday", None),
+        ] {
+            let chrono = chrono::DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| format_timestamp(t.to_utc()));
+            assert_eq!(rfc3339_timestamp(text), chrono, "{text}: as chrono does");
+            assert_eq!(rfc3339_timestamp(text).as_deref(), want, "{text}");
+        }
+        let now = now_rfc3339();
+        let parsed = chrono::DateTime::parse_from_rfc3339(&now).unwrap();
+        assert_eq!(format_timestamp(parsed.to_utc()), now);
     }
 
     #[test]

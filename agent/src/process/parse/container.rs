@@ -5,8 +5,7 @@
 //! event that keeps the offset of its first piece.
 
 use super::message;
-use crate::process::{Event, field, format_timestamp};
-use chrono::DateTime;
+use crate::process::{Event, field, rfc3339_timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -58,12 +57,24 @@ pub struct Container {
 }
 
 /// One line, unframed.
-struct Piece<'a> {
-    time: Option<Cow<'a, str>>,
-    stream: &'a str,
+struct Piece {
+    /// `@timestamp` of the line's time, if it has a valid one.
+    time: Option<String>,
+    /// 0 for stdout, 1 for stderr.
+    slot: usize,
     partial: bool,
-    text: Cow<'a, str>,
+    text: Text,
 }
+
+/// The message of a [`Piece`].
+enum Text {
+    /// The line from this byte on (CRI): cut from the line's own `message` in place.
+    From(usize),
+    /// Decoded (Docker).
+    Decoded(String),
+}
+
+const STREAMS: [&str; 2] = ["stdout", "stderr"];
 
 impl Container {
     pub fn build(config: &ContainerConfig) -> Self {
@@ -90,7 +101,7 @@ impl Container {
         };
         let Some(Piece {
             time,
-            stream,
+            slot,
             partial,
             text,
         }) = piece
@@ -101,39 +112,43 @@ impl Container {
         };
         let keep = match self.stream {
             Stream::All => true,
-            Stream::Stdout => stream == "stdout",
-            Stream::Stderr => stream == "stderr",
+            Stream::Stdout => slot == 0,
+            Stream::Stderr => slot == 1,
         };
         if !keep {
             return;
         }
-        let slot = usize::from(stream == "stderr");
-        let timestamp = time.and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
-        let text = text.into_owned();
-        let stream = stream.to_string();
+        let text = match text {
+            Text::Decoded(text) => text,
+            Text::From(start) => {
+                let mut line = take_message(&mut event);
+                line.drain(..start);
+                line
+            }
+        };
         let (mut first, joined) = match self.partial[slot].take() {
-            Some((first, mut joined)) => {
+            Some((mut first, mut joined)) => {
                 if joined.len() + text.len() > MAX_JOINED_BYTES {
                     let room = MAX_JOINED_BYTES.saturating_sub(joined.len());
                     joined.push_str(truncate(&text, room));
-                    field::add_flag(&mut event, "truncated");
+                    field::add_flag(&mut first, "truncated");
                 } else {
                     joined.push_str(&text);
                 }
                 (first, joined)
             }
             None => {
-                if let Some(time) = timestamp {
-                    event.insert("@timestamp".into(), format_timestamp(time.to_utc()).into());
+                if let Some(time) = time {
+                    field::set(&mut event, "@timestamp", time.into());
                 }
-                event.insert("stream".into(), stream.into());
+                field::set(&mut event, "stream", STREAMS[slot].into());
                 (event, text)
             }
         };
         if partial {
             self.partial[slot] = Some((first, joined));
         } else {
-            first.insert("message".into(), Value::String(joined));
+            field::set(&mut first, "message", Value::String(joined));
             emit(first);
         }
     }
@@ -158,15 +173,24 @@ impl Container {
     }
 }
 
-fn cri_piece(line: &str) -> Option<Piece<'_>> {
+/// The event's `message` string, taken out (an empty string stays until it is replaced).
+fn take_message(event: &mut Event) -> String {
+    match event.get_mut("message") {
+        Some(Value::String(message)) => std::mem::take(message),
+        _ => String::new(),
+    }
+}
+
+fn cri_piece(line: &str) -> Option<Piece> {
     let mut parts = line.splitn(4, ' ');
     let time = parts.next()?;
     let stream = parts.next()?;
     let tag = parts.next()?;
-    let text = parts.next().unwrap_or("");
-    if !matches!(stream, "stdout" | "stderr") {
-        return None;
-    }
+    let slot = match stream {
+        "stdout" => 0,
+        "stderr" => 1,
+        _ => return None,
+    };
     // The tag may carry more flags after a colon in future CRI versions; `P` is the one that
     // matters.
     let partial = match tag.split(':').next() {
@@ -174,11 +198,12 @@ fn cri_piece(line: &str) -> Option<Piece<'_>> {
         Some("F") => false,
         _ => return None,
     };
+    let start = (time.len() + stream.len() + tag.len() + 3).min(line.len());
     Some(Piece {
-        time: Some(time.into()),
-        stream,
+        time: rfc3339_timestamp(time),
+        slot,
         partial,
-        text: text.into(),
+        text: Text::From(start),
     })
 }
 
@@ -192,22 +217,22 @@ struct DockerLine<'a> {
     time: Option<Cow<'a, str>>,
 }
 
-fn docker_piece(line: &str) -> Option<Piece<'_>> {
+fn docker_piece(line: &str) -> Option<Piece> {
     let parsed: DockerLine = serde_json::from_str(line).ok()?;
-    let stream = match parsed.stream.as_ref() {
-        "stdout" => "stdout",
-        "stderr" => "stderr",
+    let slot = match parsed.stream.as_ref() {
+        "stdout" => 0,
+        "stderr" => 1,
         _ => return None,
     };
     let (text, partial) = match parsed.log.strip_suffix('\n') {
-        Some(text) => (Cow::Owned(text.to_string()), false),
-        None => (parsed.log, true),
+        Some(text) => (text.to_string(), false),
+        None => (parsed.log.into_owned(), true),
     };
     Some(Piece {
-        time: parsed.time,
-        stream,
+        time: parsed.time.as_deref().and_then(rfc3339_timestamp),
+        slot,
         partial,
-        text,
+        text: Text::Decoded(text),
     })
 }
 
@@ -223,77 +248,6 @@ fn truncate(text: &str, max: usize) -> &str {
 mod tests {
     use super::super::tests::{line, parsers};
     use serde_json::json;
-
-    #[test]
-    fn cri_lines_and_partial_lines_joined_per_stream() {
-        let mut p = parsers("[ { container: { format: cri } } ]");
-        let mut out = Vec::new();
-        for (offset, text) in [
-            (0, "2026-05-06T07:08:09.123456789Z stdout F hello world"),
-            (60, "2026-05-06T07:08:10.000000000Z stdout P part one, "),
-            (120, "2026-05-06T07:08:10.000000001Z stderr F oops"),
-            (170, "2026-05-06T07:08:10.000000002Z stdout F part two"),
-            (230, "2026-05-06T07:08:11.000000000Z stdout F "),
-        ] {
-            p.push(line(offset, text), &mut out);
-        }
-        let got: Vec<_> = out
-            .iter()
-            .map(|e| {
-                (
-                    e["log"]["offset"].clone(),
-                    e["stream"].clone(),
-                    e["message"].clone(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (json!(0), json!("stdout"), json!("hello world")),
-                (json!(120), json!("stderr"), json!("oops")),
-                (json!(60), json!("stdout"), json!("part one, part two")),
-                (json!(230), json!("stdout"), json!("")),
-            ]
-        );
-        assert_eq!(out[0]["@timestamp"], "2026-05-06T07:08:09.123Z");
-        assert_eq!(
-            out[2]["@timestamp"], "2026-05-06T07:08:10.000Z",
-            "the first piece's time"
-        );
-    }
-
-    #[test]
-    fn docker_json_file_lines() {
-        let mut p = parsers("[ { container: { stream: stderr } } ]");
-        let mut out = Vec::new();
-        for text in [
-            r#"{"log":"to stdout\n","stream":"stdout","time":"2026-05-06T07:08:09.5Z"}"#,
-            r#"{"log":"long \"quoted\" ","stream":"stderr","time":"2026-05-06T07:08:09.6Z"}"#,
-            r#"{"log":"end\n","stream":"stderr","time":"2026-05-06T07:08:09.7Z"}"#,
-        ] {
-            p.push(line(0, text), &mut out);
-        }
-        assert_eq!(out.len(), 1, "stdout is filtered out");
-        assert_eq!(out[0]["message"], "long \"quoted\" end");
-        assert_eq!(out[0]["stream"], "stderr");
-        assert_eq!(out[0]["@timestamp"], "2026-05-06T07:08:09.600Z");
-    }
-
-    #[test]
-    fn a_line_without_framing_keeps_its_text_and_says_why() {
-        let mut p = parsers("[ { container: {} } ]");
-        let mut out = Vec::new();
-        p.push(line(0, "just text"), &mut out);
-        p.push(line(10, "{not json"), &mut out);
-        assert_eq!(out[0]["message"], "just text");
-        assert_eq!(out[0]["error"]["message"], "container: not a CRI log line");
-        assert_eq!(out[1]["message"], "{not json");
-        assert_eq!(
-            out[1]["error"]["message"],
-            "container: not a Docker json-file log line"
-        );
-    }
 
     #[test]
     fn an_unfinished_partial_line_is_flushed_flagged() {

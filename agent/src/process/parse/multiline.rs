@@ -185,75 +185,7 @@ impl Multiline {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{line, parsers};
-    use serde_json::json;
     use std::time::{Duration, Instant};
-
-    fn run(yaml: &str, lines: &[&str]) -> (Vec<String>, Vec<serde_json::Value>) {
-        let mut p = parsers(yaml);
-        let mut out = Vec::new();
-        for (n, text) in lines.iter().enumerate() {
-            p.push(line(n as u64, text), &mut out);
-        }
-        p.flush(&mut out);
-        let texts = out
-            .iter()
-            .map(|e| e["message"].as_str().unwrap().to_string())
-            .collect();
-        let offsets = out.iter().map(|e| e["log"]["offset"].clone()).collect();
-        (texts, offsets)
-    }
-
-    const JAVA: [&str; 6] = [
-        "2026-01-01 ERROR boom",
-        "java.lang.IllegalStateException: x",
-        "\tat a.B.c(B.java:10)",
-        "\tat a.B.d(B.java:20)",
-        "2026-01-01 INFO ok",
-        "2026-01-01 INFO ok again",
-    ];
-
-    #[test]
-    fn java_stack_trace_with_negate_after() {
-        let (texts, offsets) = run(
-            "[ { multiline: { pattern: '^\\d{4}-', negate: true, match: after } } ]",
-            &JAVA,
-        );
-        assert_eq!(
-            texts,
-            vec![JAVA[..4].join("\n"), JAVA[4].into(), JAVA[5].into()]
-        );
-        assert_eq!(offsets, vec![json!(0), json!(4), json!(5)]);
-    }
-
-    #[test]
-    fn continuation_lines_with_match_after() {
-        let (texts, _) = run(
-            "[ { multiline: { pattern: '^\\s', match: after } } ]",
-            &["a", " b", " c", "d", " e"],
-        );
-        assert_eq!(texts, vec!["a\n b\n c", "d\n e"]);
-    }
-
-    #[test]
-    fn trailing_backslash_with_match_before() {
-        let (texts, _) = run(
-            "[ { multiline: { pattern: '\\\\$', match: before } } ]",
-            &["one \\", "two \\", "three", "four"],
-        );
-        assert_eq!(texts, vec!["one \\\ntwo \\\nthree", "four"]);
-    }
-
-    #[test]
-    fn max_lines_truncates_and_flags() {
-        let mut p = parsers("[ { multiline: { pattern: '^\\s', max_lines: 2 } } ]");
-        let mut out = Vec::new();
-        for (n, text) in ["a", " b", " c", " d"].iter().enumerate() {
-            p.push(line(n as u64, text), &mut out);
-        }
-        p.flush(&mut out);
-        assert_eq!(out[0]["message"], "a\n b");
-        assert_eq!(out[0]["log"]["flags"], json!(["multiline", "truncated"]));
-    }
 
     #[test]
     fn an_unterminated_group_is_flushed_at_its_timeout() {
