@@ -1,30 +1,36 @@
 //! `cargo xtask bench output`: file → Kafka and file → OpenSearch through the real outputs,
-//! against the peers (`eval $(cargo xtask peers up --only kafka --only opensearch)` first).
+//! against the peers (`eval $(cargo xtask peers up --only kafka,opensearch)` first).
 //!
-//! The same generated file (200-byte lines) is read with the harvester, turned into events
-//! with `event_from_line`, and sent in batches to each output; every delivered event is then
-//! counted at the destination (topic watermarks, `_count`) before the figure counts. A run to
-//! an output that discards everything, in the same process, is the baseline the others are
-//! reported against (`*_ratio_to_null`). An absent peer skips its part, with a note.
+//! The same generated file (200-byte lines) is read with the harvester in the pipeline's
+//! batches ([`READ_BUDGET`] bytes each), turned into events with `event_from_line`, and pushed
+//! through the agent's [`Queue`] (default bounds) to the output, which acknowledges each batch
+//! as the agent's does; every delivered event is then counted at the destination (topic
+//! watermarks, `_count`) before the figure counts. A run to an output that discards
+//! everything, in the same process, is the baseline the others are reported against
+//! (`*_ratio_to_null`). OpenSearch runs twice: with one `_bulk` request in flight (`worker:
+//! 1`, how the output worked before it had workers) and with the default. An absent peer skips
+//! its part, with a note.
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use skiff_agent::harvest::{Harvester, Line};
+use skiff_agent::harvest::Harvester;
+use skiff_agent::harvest::files::READ_BUDGET;
 use skiff_agent::output::elasticsearch::{Elasticsearch, ElasticsearchConfig};
 use skiff_agent::output::kafka::{Kafka, KafkaConfig};
 use skiff_agent::output::metrics::OutputMetrics;
 use skiff_agent::output::{Output, OutputError};
 use skiff_agent::process::{Event, event_from_line};
+use skiff_agent::queue::{Queue, QueueConfig};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Lines in the generated file.
 const LINES: u64 = 200_000;
 /// Bytes per line, newline included.
 const LINE_BYTES: usize = 200;
-/// Events per `send`, like one harvested batch.
-const BATCH: usize = 4096;
 
 /// Discards everything: the baseline.
 struct Null;
@@ -40,34 +46,41 @@ impl Output for Null {
     }
 }
 
-/// Reads `path` with the harvester and sends its events to `output`; returns the seconds taken.
-async fn file_to(output: &mut dyn Output, path: &Path) -> f64 {
+/// Reads `path` with the harvester and sends its events through the queue to `output`;
+/// returns the seconds until the output acknowledged the last batch.
+async fn file_to(output: Box<dyn Output>, path: &Path) -> f64 {
     let started = Instant::now();
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let on_safe = {
+        let acknowledged = Arc::clone(&acknowledged);
+        Box::new(move |lines: u64| {
+            acknowledged.fetch_add(lines, Ordering::Relaxed);
+        })
+    };
+    let queue = Queue::start(&QueueConfig::default(), vec![output], on_safe).expect("queue");
     let mut harvester = Harvester::open(path).expect("open the generated file");
-    let mut lines: Vec<Line> = Vec::new();
-    let mut events: Vec<Event> = Vec::with_capacity(BATCH);
-    let mut sent = 0u64;
+    let mut lines = Vec::new();
     loop {
-        let read = harvester
-            .read_lines(&mut lines, BATCH * LINE_BYTES)
-            .expect("read");
-        for line in lines.drain(..) {
-            events.push(event_from_line(&line, path, "bench-node"));
-            if events.len() == BATCH {
-                output.send(&events).await.expect("send");
-                sent += events.len() as u64;
-                events.clear();
-            }
-        }
+        let read = harvester.read_lines(&mut lines, READ_BUDGET).expect("read");
+        let events: Vec<Event> = lines
+            .drain(..)
+            .map(|line| event_from_line(&line, path, "bench-node"))
+            .collect();
+        let count = events.len() as u64;
+        queue.push(events, count).await.expect("push");
         if read == 0 {
             break;
         }
     }
-    if !events.is_empty() {
-        output.send(&events).await.expect("send");
-        sent += events.len() as u64;
-    }
-    assert_eq!(sent, LINES, "the harvester read every line");
+    assert!(
+        queue.close(Duration::from_secs(600)).await,
+        "the output did not acknowledge every batch within 10 minutes"
+    );
+    assert_eq!(
+        acknowledged.load(Ordering::Relaxed),
+        LINES,
+        "every line acknowledged"
+    );
     started.elapsed().as_secs_f64()
 }
 
@@ -150,7 +163,7 @@ fn main() {
     write_file(&path);
     let mut report: Vec<(String, f64)> = Vec::new();
     runtime.block_on(async {
-        let null_seconds = file_to(&mut Null, &path).await;
+        let null_seconds = file_to(Box::new(Null), &path).await;
         report.extend(
             figures("null", null_seconds, null_seconds)
                 .into_iter()
@@ -162,8 +175,8 @@ fn main() {
                 let topic = unique("skiff-bench");
                 let mut config = KafkaConfig::new(vec![brokers.clone()]);
                 config.topic = topic.clone();
-                let mut kafka = Kafka::build(&config, OutputMetrics::default()).expect("kafka");
-                let seconds = file_to(&mut kafka, &path).await;
+                let kafka = Kafka::build(&config, OutputMetrics::default()).expect("kafka");
+                let seconds = file_to(Box::new(kafka), &path).await;
                 assert_eq!(kafka_count(&brokers, &topic), LINES, "records in {topic}");
                 report.extend(figures("kafka", seconds, null_seconds));
             }
@@ -172,23 +185,30 @@ fn main() {
 
         match std::env::var(skiff_tests::env::OPENSEARCH) {
             Ok(base) => {
-                let index = unique("skiff-bench");
-                let mut config = ElasticsearchConfig::new(vec![base.clone()]);
-                config.index = index.clone();
-                let mut es =
-                    Elasticsearch::build(&config, OutputMetrics::default()).expect("elasticsearch");
-                let seconds = file_to(&mut es, &path).await;
-                assert_eq!(
-                    opensearch_count(&base, &index).await,
-                    LINES,
-                    "documents in {index}"
-                );
-                report.extend(figures("opensearch", seconds, null_seconds));
-                reqwest::Client::new()
-                    .delete(format!("{base}/{index}"))
-                    .send()
-                    .await
-                    .ok();
+                let default_worker = ElasticsearchConfig::new(Vec::new()).worker;
+                for (name, worker) in [
+                    ("opensearch_one_request", 1),
+                    ("opensearch", default_worker),
+                ] {
+                    let index = unique("skiff-bench");
+                    let mut config = ElasticsearchConfig::new(vec![base.clone()]);
+                    config.index = index.clone();
+                    config.worker = worker;
+                    let es = Elasticsearch::build(&config, OutputMetrics::default())
+                        .expect("elasticsearch");
+                    let seconds = file_to(Box::new(es), &path).await;
+                    assert_eq!(
+                        opensearch_count(&base, &index).await,
+                        LINES,
+                        "documents in {index}"
+                    );
+                    report.extend(figures(name, seconds, null_seconds));
+                    reqwest::Client::new()
+                        .delete(format!("{base}/{index}"))
+                        .send()
+                        .await
+                        .ok();
+                }
             }
             Err(_) => eprintln!("skipping file → opensearch: SKIFF_TEST_OPENSEARCH is unset"),
         }

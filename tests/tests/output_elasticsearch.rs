@@ -4,13 +4,15 @@
 
 mod output_support;
 
-use output_support::{assert_all_delivered, count_offsets, events, unique};
+use output_support::{assert_all_delivered, count_offsets, events};
 use serde_json::{Value, json};
 use skiff_agent::output::dead_letter::DeadLetterConfig;
 use skiff_agent::output::elasticsearch::{Elasticsearch, ElasticsearchConfig};
 use skiff_agent::output::metrics::OutputMetrics;
 use skiff_agent::output::{Output, OutputError};
-use skiff_tests::{env, require_peer};
+use skiff_agent::queue::{Queue, QueueConfig};
+use skiff_tests::{env, require_peer, unique};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn config(base: &str, index: &str) -> ElasticsearchConfig {
@@ -81,6 +83,38 @@ async fn every_event_is_indexed_once_and_a_replay_only_conflicts() {
         assert_eq!(metrics.events_of("elasticsearch", "acked"), 5_000);
         assert_eq!(metrics.events_of("elasticsearch", "duplicate"), 5_000);
     }
+}
+
+#[tokio::test]
+async fn workers_behind_the_queue_index_every_event_once_and_commit_in_order() {
+    let base = require_peer!(env::OPENSEARCH, "opensearch");
+    let run = unique("skiff-es-workers");
+    let metrics = OutputMetrics::default();
+    let mut config = config(&base, &run);
+    config.worker = 4;
+    let output = Elasticsearch::build(&config, metrics.clone()).expect("build");
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let on_safe = {
+        let committed = Arc::clone(&committed);
+        Box::new(move |batch: u64| committed.lock().unwrap().push(batch))
+    };
+    let queue =
+        Queue::start(&QueueConfig::default(), vec![Box::new(output)], on_safe).expect("queue");
+    // Small batches, as from files that grow slowly: several requests in flight at once.
+    for batch in 0..40 {
+        queue
+            .push(events(&run, batch * 100..(batch + 1) * 100, None), batch)
+            .await
+            .expect("push");
+    }
+    assert!(
+        queue.close(Duration::from_secs(120)).await,
+        "the workers did not deliver 40 batches within 120 s"
+    );
+    assert_eq!(*committed.lock().unwrap(), (0..40).collect::<Vec<u64>>());
+    let docs = documents(&base, &run).await;
+    assert_eq!(assert_all_delivered(&count_offsets(&docs), 0..4_000), 0);
+    assert_eq!(metrics.events_of("elasticsearch", "acked"), 4_000);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 mod output_support;
 
-use output_support::{assert_all_delivered, count_offsets, events, unique};
+use output_support::{assert_all_delivered, count_offsets, events};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -12,12 +12,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
-use skiff_agent::output::kafka::config::Compression;
+use skiff_agent::output::kafka::config::{Compression, SaslConfig};
 use skiff_agent::output::kafka::{Kafka, KafkaConfig};
 use skiff_agent::output::metrics::OutputMetrics;
 use skiff_agent::output::{Output, OutputError};
 use skiff_agent::process::Event;
-use skiff_tests::{env, require_peer};
+use skiff_tests::{env, require_peer, unique};
 use std::time::{Duration, Instant};
 
 /// How long reading a topic back may take before the test fails naming it.
@@ -295,4 +295,85 @@ async fn a_broker_certificate_from_another_ca_fails_with_a_tls_error() {
     );
     assert!(err.to_string().contains("certificate"), "{err}");
     assert_eq!(metrics.errors_of("kafka", "tls"), 1);
+}
+
+/// The peer's SASL/PLAIN listener, its user, and the given password.
+fn sasl_config(password: &str) -> Option<KafkaConfig> {
+    let addr = skiff_tests::peer(env::KAFKA_SASL, "kafka (SASL listener)")?;
+    let username = skiff_tests::peer(env::KAFKA_SASL_USERNAME, "kafka (SASL user)")?;
+    let mut config = config(&addr);
+    config.sasl = Some(SaslConfig {
+        mechanism: "PLAIN".into(),
+        username,
+        password: password.to_string(),
+    });
+    Some(config)
+}
+
+#[tokio::test]
+async fn sasl_plain_credentials_deliver_every_event() {
+    let brokers = require_peer!(env::KAFKA, "kafka");
+    let password = require_peer!(env::KAFKA_SASL_PASSWORD, "kafka (SASL password)");
+    let Some(mut config) = sasl_config(&password) else {
+        return;
+    };
+    let run = unique("skiff-kafka-sasl");
+    config.topic = run.clone();
+    let metrics = OutputMetrics::default();
+    let mut output = Kafka::build(&config, metrics.clone()).expect("build");
+    send_in_batches(&mut output, &events(&run, 0..2_000, Some("svc")), 500).await;
+
+    // Read back over the plain listener: the same broker, the same topic.
+    let records = read_topics(&brokers, std::slice::from_ref(&run));
+    let duplicates =
+        assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..2_000);
+    assert_eq!(duplicates, 0);
+    assert_eq!(metrics.events_of("kafka", "acked"), 2_000);
+    delete_topics(&brokers, std::slice::from_ref(&run)).await;
+}
+
+#[tokio::test]
+async fn wrong_sasl_credentials_fail_with_an_auth_error_and_lose_nothing() {
+    let brokers = require_peer!(env::KAFKA, "kafka");
+    let password = require_peer!(env::KAFKA_SASL_PASSWORD, "kafka (SASL password)");
+    let Some(mut wrong) = sasl_config("not-the-password") else {
+        return;
+    };
+    let run = unique("skiff-kafka-sasl-wrong");
+    wrong.topic = run.clone();
+    wrong.timeout = Duration::from_secs(5);
+    let metrics = OutputMetrics::default();
+    let mut output = Kafka::build(&wrong, metrics.clone()).expect("build");
+    let batch = events(&run, 0..100, Some("svc"));
+    let err = output
+        .send(&batch)
+        .await
+        .expect_err("wrong credentials cannot deliver");
+    assert!(
+        matches!(err, OutputError::Auth { .. }),
+        "expected Auth, got {err:?}"
+    );
+    let message = err.to_string().to_lowercase();
+    assert!(
+        message.contains("sasl authentication") && message.contains("invalid username or password"),
+        "the error must say the credentials were refused: {err}"
+    );
+    assert_eq!(metrics.errors_of("kafka", "auth"), 1);
+    assert_eq!(metrics.events_of("kafka", "acked"), 0);
+    assert_eq!(metrics.events_of("kafka", "dropped"), 0);
+    assert_eq!(metrics.events_of("kafka", "dead_lettered"), 0);
+
+    // The failed batch is still the caller's: sent again with the right password, every
+    // event arrives once, and nothing came through before.
+    let mut right = sasl_config(&password).expect("the SASL listener");
+    right.topic = run.clone();
+    Kafka::build(&right, OutputMetrics::default())
+        .expect("build")
+        .send(&batch)
+        .await
+        .expect("the right password delivers");
+    let records = read_topics(&brokers, std::slice::from_ref(&run));
+    let duplicates = assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..100);
+    assert_eq!(duplicates, 0, "the refused attempt wrote nothing");
+    delete_topics(&brokers, std::slice::from_ref(&run)).await;
 }

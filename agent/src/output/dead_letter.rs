@@ -3,13 +3,17 @@
 //!
 //! One NDJSON line per event, `{"@timestamp", "output", "reason", "event"}`, appended and
 //! fsynced before the batch counts as delivered, so a refused event is never lost silently.
+//! [`Refusals`] is how an output (all its workers) hands refused events over.
 
+use super::OutputError;
+use super::metrics::OutputMetrics;
 use crate::process::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// `dead_letter` in an output's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -68,6 +72,74 @@ impl DeadLetter {
         }
         self.file.write_all(&self.line)?;
         self.file.sync_data()
+    }
+}
+
+/// Where an output's events refused for good go: its dead-letter file when one is configured
+/// (one file shared by the output's workers), else nowhere, counted as `dropped`.
+#[derive(Debug, Clone)]
+pub struct Refusals {
+    output: &'static str,
+    file: Option<Arc<Mutex<DeadLetter>>>,
+    metrics: OutputMetrics,
+}
+
+impl Refusals {
+    /// Opens the dead-letter file of `output`, if it has one.
+    pub fn open(
+        output: &'static str,
+        config: Option<&DeadLetterConfig>,
+        metrics: OutputMetrics,
+    ) -> Result<Self, OutputError> {
+        let file = config
+            .map(|config| {
+                DeadLetter::open(config).map_err(|err| OutputError::Config {
+                    output,
+                    message: format!("dead letter {}: {err}", config.path.display()),
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            output,
+            file: file.map(|file| Arc::new(Mutex::new(file))),
+            metrics,
+        })
+    }
+
+    /// Logs the `refused` events (index into `events`, reason), then appends them to the
+    /// dead-letter file, in batch order, and returns once they are on disk — or counts them
+    /// as dropped when there is no such file.
+    pub fn keep(
+        &self,
+        events: &[Event],
+        refused: &mut [(usize, String)],
+    ) -> Result<(), OutputError> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        refused.sort_unstable_by_key(|(i, _)| *i);
+        for (i, reason) in refused.iter() {
+            tracing::error!(output = self.output, event = i, %reason, "an event was refused for good");
+        }
+        let count = refused.len() as u64;
+        let Some(file) = &self.file else {
+            self.metrics.outcome(self.output, "dropped", count);
+            return Ok(());
+        };
+        file.lock()
+            .expect("not poisoned")
+            .write(
+                self.output,
+                refused
+                    .iter()
+                    .map(|(i, reason)| (&events[*i], reason.as_str())),
+            )
+            .map_err(|source| OutputError::Io {
+                output: self.output,
+                source,
+            })?;
+        self.metrics.outcome(self.output, "dead_lettered", count);
+        Ok(())
     }
 }
 

@@ -104,4 +104,12 @@ pub trait Output: Send {
     /// dead-lettered). On `Err` the caller may send the same events again: delivery is
     /// at-least-once.
     async fn send(&mut self, events: &[Event]) -> Result<(), OutputError>;
+
+    /// Further clients that deliver for this output besides itself, each sending its own
+    /// batch at the same time as the others (Filebeat's `worker`). The queue still
+    /// acknowledges batches in order: a batch's offsets are committed only once it and every
+    /// earlier batch are delivered. Default: none, one batch at a time.
+    fn extra_workers(&self) -> Vec<Box<dyn Output>> {
+        Vec::new()
+    }
 }

@@ -66,7 +66,7 @@ fn default_segment_size() -> u64 {
 }
 
 /// A size as a number of bytes or a string with a unit: `1GiB`, `64MiB`, `500KB`, `4096`.
-fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+pub(crate) fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Size {

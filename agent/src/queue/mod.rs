@@ -1,10 +1,11 @@
 //! Between the readers and the outputs: a bounded queue that every output consumes at its
 //! own pace, from its own cursor.
 //!
-//! Each output has a task that takes the batches in order, sends each until the output
-//! acknowledges it (waiting longer after each failure), then moves its cursor. A slow or dead
-//! output therefore holds back only itself until the queue is full; then [`Queue::push`]
-//! waits, and so do the readers (backpressure; nothing is dropped).
+//! Each output has a task that takes the batches in order and sends each until the output
+//! acknowledges it (waiting longer after each failure), several at once when the output has
+//! several workers; its cursor moves over the batches acknowledged so far without a gap. A
+//! slow or dead output therefore holds back only itself until the queue is full; then
+//! [`Queue::push`] waits, and so do the readers (backpressure; nothing is dropped).
 //!
 //! - **Memory queue** (default): bounded by events and bytes. A batch's commit token (its
 //!   registry checkpoint) is handed back, in push order, once *every* output has acknowledged
@@ -23,11 +24,11 @@ use crate::output::{Output, OutputError};
 use crate::process::Event;
 use disk::{DiskStore, Location};
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// First wait before sending a batch again to an output that failed; doubles up to
 /// [`MAX_RETRY_WAIT`].
@@ -288,46 +289,77 @@ impl<T: Send + 'static> Queue<T> {
     }
 }
 
-/// One output's consumer: sends the batches from its cursor on, in order.
-async fn consume<T: Send + 'static>(
-    shared: Arc<Shared<T>>,
-    index: usize,
-    mut output: Box<dyn Output>,
-) {
+/// One output's consumer: hands the batches from its cursor on, in order, to the output's
+/// workers ([`Output::extra_workers`]), several at a time when it has several. Batches may be
+/// acknowledged out of order; the cursor moves only over a run of acknowledged batches, so a
+/// batch is released (and its offsets committed) only once it and every earlier one are.
+async fn consume<T: Send + 'static>(shared: Arc<Shared<T>>, index: usize, output: Box<dyn Output>) {
+    let mut idle = output.extra_workers();
+    idle.push(output);
+    let mut sending: JoinSet<(u64, Box<dyn Output>)> = JoinSet::new();
     let mut pushed = shared.pushed.subscribe();
+    let mut next = shared.state.lock().expect("not poisoned").cursors[index];
+    // The cursor, and the acknowledged batches after it (waiting for an earlier one).
+    let mut cursor = next;
+    let mut done = BTreeSet::new();
     loop {
-        let next = {
-            let state = shared.state.lock().expect("not poisoned");
-            let cursor = state.cursors[index];
-            let at = (cursor - state.front_seq()) as usize;
-            match state.entries.get(at) {
-                Some(entry) => Some((entry.seq, entry.payload.clone())),
-                None if state.closed => return,
-                None => None,
-            }
-        };
-        let Some((seq, payload)) = next else {
-            if pushed.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
-        let events = match payload {
-            Payload::Memory(events) => events,
-            Payload::Disk(location) => match read(&shared, location).await {
-                Ok(events) => Arc::new(events),
-                Err(err) => {
-                    // Cut off by a crash or damaged on disk: it cannot be sent; say so loudly.
-                    tracing::error!(output = output.name(), batch = seq, %err, "disk queue: unreadable batch skipped");
-                    Arc::new(Vec::new())
-                }
-            },
-        };
-        if !events.is_empty() {
-            send_until_acknowledged(output.as_mut(), &events).await;
+        let mut closed = false;
+        while !idle.is_empty() {
+            let payload = {
+                let state = shared.state.lock().expect("not poisoned");
+                closed = state.closed;
+                let at = (next - state.front_seq()) as usize;
+                state.entries.get(at).map(|entry| entry.payload.clone())
+            };
+            let Some(payload) = payload else { break };
+            let worker = idle.pop().expect("not empty");
+            sending.spawn(deliver(Arc::clone(&shared), next, payload, worker));
+            next += 1;
         }
-        acknowledge(&shared, index, seq + 1).await;
+        if closed && sending.is_empty() {
+            return;
+        }
+        tokio::select! {
+            Some(joined) = sending.join_next() => {
+                let (seq, worker) = joined.expect("a delivery task does not panic");
+                idle.push(worker);
+                done.insert(seq);
+                let before = cursor;
+                while done.remove(&cursor) {
+                    cursor += 1;
+                }
+                if cursor > before {
+                    acknowledge(&shared, index, cursor).await;
+                }
+            }
+            // Never an error: the sender lives in `shared`, which this task holds.
+            _ = pushed.changed(), if !idle.is_empty() => {}
+        }
     }
+}
+
+/// Sends batch `seq` with `worker` until it is acknowledged; hands the worker back.
+async fn deliver<T: Send + 'static>(
+    shared: Arc<Shared<T>>,
+    seq: u64,
+    payload: Payload,
+    mut worker: Box<dyn Output>,
+) -> (u64, Box<dyn Output>) {
+    let events = match payload {
+        Payload::Memory(events) => events,
+        Payload::Disk(location) => match read(&shared, location).await {
+            Ok(events) => Arc::new(events),
+            Err(err) => {
+                // Cut off by a crash or damaged on disk: it cannot be sent; say so loudly.
+                tracing::error!(output = worker.name(), batch = seq, %err, "disk queue: unreadable batch skipped");
+                Arc::new(Vec::new())
+            }
+        },
+    };
+    if !events.is_empty() {
+        send_until_acknowledged(worker.as_mut(), &events).await;
+    }
+    (seq, worker)
 }
 
 async fn read<T: Send + 'static>(
@@ -513,6 +545,66 @@ mod tests {
         wait_until("every token", || safe.lock().unwrap().len() == 5).await;
         assert_eq!(*safe.lock().unwrap(), vec![0, 1, 2, 3, 4], "in push order");
         assert_eq!(*got_b.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        assert!(queue.close(Duration::from_secs(5)).await);
+    }
+
+    /// An output with `workers` workers that record what they acknowledged; batch 0 waits
+    /// until `gate` gets a permit.
+    #[derive(Clone)]
+    struct Gated {
+        got: Arc<Mutex<Vec<u64>>>,
+        gate: Arc<tokio::sync::Semaphore>,
+        workers: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Output for Gated {
+        fn name(&self) -> &'static str {
+            "gated"
+        }
+        async fn send(&mut self, events: &[Event]) -> Result<(), OutputError> {
+            let n = events[0]["n"].as_u64().unwrap();
+            if n == 0 {
+                self.gate.acquire().await.unwrap().forget();
+            }
+            self.got.lock().unwrap().push(n);
+            Ok(())
+        }
+        fn extra_workers(&self) -> Vec<Box<dyn Output>> {
+            (1..self.workers)
+                .map(|_| Box::new(self.clone()) as Box<dyn Output>)
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn workers_send_at_once_and_tokens_still_come_back_in_order() {
+        let output = Gated {
+            got: Arc::new(Mutex::new(Vec::new())),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            workers: 3,
+        };
+        let (got, gate) = (Arc::clone(&output.got), Arc::clone(&output.gate));
+        let safe = Arc::new(Mutex::new(Vec::new()));
+        let on_safe = {
+            let safe = Arc::clone(&safe);
+            Box::new(move |t: u64| safe.lock().unwrap().push(t))
+        };
+        let queue = Queue::start(&QueueConfig::default(), vec![Box::new(output)], on_safe).unwrap();
+        for n in 0..6 {
+            queue.push(batch(n), n).await.unwrap();
+        }
+        // Batch 0 hangs in one worker; the two others deliver the rest meanwhile…
+        wait_until("batches 1 to 5", || got.lock().unwrap().len() == 5).await;
+        // …but nothing is committed before batch 0 is.
+        assert!(safe.lock().unwrap().is_empty());
+        gate.add_permits(1);
+        wait_until("every token", || safe.lock().unwrap().len() == 6).await;
+        assert_eq!(
+            *safe.lock().unwrap(),
+            vec![0, 1, 2, 3, 4, 5],
+            "in push order"
+        );
         assert!(queue.close(Duration::from_secs(5)).await);
     }
 

@@ -1,21 +1,12 @@
-//! Helpers shared by the `output_*` tests: unique names per run and events shaped like the
-//! agent's (`event_from_line`), numbered by `log.offset` so deliveries can be counted one by one.
+//! Helpers shared by the `output_*` tests: events shaped like the agent's (`event_from_line`),
+//! numbered by `log.offset` so deliveries can be counted one by one; a throwaway PKI and a Beats
+//! server of its own for the TLS tests.
 
 #![allow(dead_code)] // each test crate uses its own subset
 
 use serde_json::{Value, json};
 use skiff_agent::process::Event;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// A name no earlier run used, so reruns against long-lived peers see only their own data.
-pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// The event of line `n` of a file: `log.offset` is `n`, `message` names `run` and `n`.
 pub fn event(run: &str, n: u64, service: Option<&str>) -> Event {

@@ -1,4 +1,5 @@
-//! Apache Kafka: one KRaft node that is broker and controller at once, on 127.0.0.1:19092.
+//! Apache Kafka: one KRaft node that is broker and controller at once, on 127.0.0.1:19092, with a
+//! second listener on 127.0.0.1:19094 that requires SASL/PLAIN (one user, [`SASL_USERNAME`]).
 //!
 //! The broker runs from Kafka's own jars on Maven Central (`kafka_2.13` and its dependencies,
 //! listed in `tests/peers/kafka/pom.xml`) rather than from the release tarball, because Maven
@@ -16,6 +17,11 @@ use std::time::Duration;
 
 /// Where clients reach the broker.
 const BROKER: &str = "127.0.0.1:19092";
+/// Where clients that authenticate with SASL/PLAIN reach the broker.
+const SASL_BROKER: &str = "127.0.0.1:19094";
+/// The one SASL user, and its password: test credentials on a loopback-only broker.
+const SASL_USERNAME: &str = "skiff";
+const SASL_PASSWORD: &str = "skiff-test-secret";
 /// Where the KRaft controller listens (only the broker talks to it).
 const CONTROLLER: &str = "127.0.0.1:19093";
 /// The cluster id the storage is formatted with: the base64url of the 16 bytes
@@ -95,18 +101,28 @@ impl Peer for Kafka {
     /// Speaks the Kafka protocol to the broker: an open port is not enough, since the port is
     /// bound (and connections queue) long before the broker has caught up with the controller
     /// and serves requests.
+    /// Both listeners are checked: a broker started with an older `server.properties` (before
+    /// the SASL listener) is not the peer the tests expect.
     fn healthy(&self, _ctx: &Ctx) -> Result<()> {
-        let apis = api_versions(BROKER)?;
-        // The controller answers ApiVersions too; only a broker offers Produce (key 0).
-        ensure!(
-            apis.contains(&PRODUCE),
-            "{BROKER} answers Kafka but offers no Produce API"
-        );
+        // ApiVersions is answered before authentication, on the SASL listener too.
+        for addr in [BROKER, SASL_BROKER] {
+            let apis = api_versions(addr)?;
+            // The controller answers ApiVersions too; only a broker offers Produce (key 0).
+            ensure!(
+                apis.contains(&PRODUCE),
+                "{addr} answers Kafka but offers no Produce API"
+            );
+        }
         Ok(())
     }
 
     fn env(&self, _ctx: &Ctx) -> Vec<(&'static str, String)> {
-        vec![("SKIFF_TEST_KAFKA", BROKER.to_string())]
+        vec![
+            ("SKIFF_TEST_KAFKA", BROKER.to_string()),
+            ("SKIFF_TEST_KAFKA_SASL", SASL_BROKER.to_string()),
+            ("SKIFF_TEST_KAFKA_SASL_USERNAME", SASL_USERNAME.to_string()),
+            ("SKIFF_TEST_KAFKA_SASL_PASSWORD", SASL_PASSWORD.to_string()),
+        ]
     }
 }
 
@@ -133,7 +149,8 @@ impl Kafka {
     }
 }
 
-/// The broker's `server.properties`: a single node, everything on loopback.
+/// The broker's `server.properties`: a single node, everything on loopback; the broker and
+/// controller talk over PLAINTEXT, clients over PLAINTEXT or SASL_PLAINTEXT.
 fn server_properties(data: &Path) -> String {
     format!(
         "# Written by `cargo xtask peers up` (xtask/src/peers/kafka.rs) on every start.
@@ -141,10 +158,12 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{CONTROLLER}
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://{BROKER},CONTROLLER://{CONTROLLER}
-advertised.listeners=PLAINTEXT://{BROKER}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://{BROKER},SASL_PLAINTEXT://{SASL_BROKER},CONTROLLER://{CONTROLLER}
+advertised.listeners=PLAINTEXT://{BROKER},SASL_PLAINTEXT://{SASL_BROKER}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USERNAME}=\"{SASL_PASSWORD}\";
 log.dirs={data}
 num.partitions=3
 auto.create.topics.enable=true

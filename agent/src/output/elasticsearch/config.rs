@@ -24,6 +24,10 @@ pub struct ElasticsearchConfig {
     /// a crash gives 409 conflicts instead of duplicates. Default: true.
     #[serde(default = "default_true")]
     pub idempotent_ids: bool,
+    /// Workers per host: each sends its own batch, so up to `worker` × hosts `_bulk`
+    /// requests are in flight at once (offsets are still committed in order). Default: 4.
+    #[serde(default = "default_worker")]
+    pub worker: usize,
     /// Largest number of documents in one `_bulk` request. Default: 1600.
     #[serde(default = "default_bulk_max_size")]
     pub bulk_max_size: usize,
@@ -74,6 +78,9 @@ fn default_fallback_index() -> String {
 fn default_true() -> bool {
     true
 }
+fn default_worker() -> usize {
+    4
+}
 fn default_bulk_max_size() -> usize {
     1600
 }
@@ -104,6 +111,7 @@ impl ElasticsearchConfig {
             index: default_index(),
             fallback_index: default_fallback_index(),
             idempotent_ids: true,
+            worker: default_worker(),
             bulk_max_size: default_bulk_max_size(),
             bulk_max_bytes: default_bulk_max_bytes(),
             compression_level: default_compression_level(),
@@ -131,6 +139,9 @@ impl ElasticsearchConfig {
         }
         if self.compression_level > 9 {
             return Err("compression_level must be 0 to 9".into());
+        }
+        if self.worker == 0 {
+            return Err("worker must be at least 1".into());
         }
         if self.bulk_max_size == 0 {
             return Err("bulk_max_size must be at least 1".into());

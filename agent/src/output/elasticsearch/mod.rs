@@ -5,18 +5,25 @@
 //! replay of an idempotent `_id`) counts as delivered; 429 and 5xx items are sent again with
 //! exponential backoff; any other refusal (a mapping error) goes to the dead-letter file with
 //! the reason. Only when retries run out does the batch fail, and the pipeline sends it again.
+//!
+//! Up to `worker` × hosts `_bulk` requests are in flight at once: a large batch is cut into
+//! several requests sent together, and the queue hands small batches to several workers (clones
+//! sharing one connection pool, one limit on requests in flight, and the dead-letter file);
+//! the queue still commits the batches' offsets in order.
 
 pub mod config;
 
 pub use config::ElasticsearchConfig;
 
-use super::dead_letter::DeadLetter;
+use super::dead_letter::Refusals;
 use super::metrics::OutputMetrics;
 use super::template::{Template, lookup};
 use super::{Output, OutputError};
 use crate::process::Event;
 use base64::Engine;
 use flate2::write::GzEncoder;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
@@ -24,20 +31,28 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 const NAME: &str = "elasticsearch";
 
-/// The Elasticsearch (and OpenSearch) output.
+/// The Elasticsearch (and OpenSearch) output. Its clones are its workers: they share the
+/// HTTP connection pool and the dead-letter file.
+#[derive(Clone)]
 pub struct Elasticsearch {
     config: ElasticsearchConfig,
     client: reqwest::Client,
-    /// The host the next request goes to; moves on when one cannot be reached.
-    host: usize,
+    /// The host requests go to (shared by the workers); moves on when one cannot be reached.
+    host: Arc<AtomicUsize>,
+    /// `worker` × hosts permits: a `_bulk` request holds one while in flight, so that many
+    /// are sent at once in all, whether they come from one large batch or several small ones.
+    in_flight: Arc<Semaphore>,
     index: Template,
     fallback_index: Template,
     authorization: Option<HeaderValue>,
-    dead_letter: Option<DeadLetter>,
+    refusals: Refusals,
     metrics: OutputMetrics,
 }
 
@@ -100,22 +115,16 @@ impl Elasticsearch {
                 Ok(value)
             })
             .transpose()?;
-        let dead_letter = config
-            .dead_letter
-            .as_ref()
-            .map(|dl| {
-                DeadLetter::open(dl)
-                    .map_err(|err| invalid(format!("dead letter {}: {err}", dl.path.display())))
-            })
-            .transpose()?;
+        let refusals = Refusals::open(NAME, config.dead_letter.as_ref(), metrics.clone())?;
         Ok(Self {
             config: config.clone(),
             client,
-            host: 0,
+            host: Arc::new(AtomicUsize::new(0)),
+            in_flight: Arc::new(Semaphore::new(config.worker * config.hosts.len())),
             index,
             fallback_index,
             authorization,
-            dead_letter,
+            refusals,
             metrics,
         })
     }
@@ -148,9 +157,45 @@ impl Elasticsearch {
         body.push(b'\n');
     }
 
+    /// `pending` cut into `_bulk` requests: as many documents each as fit the count and size
+    /// limits (at least one).
+    fn chunks<'a>(&self, pending: &'a [usize], spans: &[Range<usize>]) -> Vec<&'a [usize]> {
+        let mut chunks = Vec::new();
+        let mut rest = pending;
+        while !rest.is_empty() {
+            let (mut taken, mut bytes) = (0, 0);
+            for &i in rest.iter().take(self.config.bulk_max_size) {
+                if taken > 0 && bytes + spans[i].len() > self.config.bulk_max_bytes {
+                    break;
+                }
+                bytes += spans[i].len();
+                taken += 1;
+            }
+            let (chunk, tail) = rest.split_at(taken);
+            chunks.push(chunk);
+            rest = tail;
+        }
+        chunks
+    }
+
+    /// Posts the documents `chunk` (indexes into `spans`, the spans of `encoded` that hold
+    /// each document's two lines) as one `_bulk` request.
+    async fn post_chunk<'a>(
+        &self,
+        chunk: &'a [usize],
+        encoded: &[u8],
+        spans: &[Range<usize>],
+    ) -> (&'a [usize], Result<Vec<ItemResult>, OutputError>) {
+        let mut body = Vec::with_capacity(chunk.iter().map(|&i| spans[i].len()).sum());
+        for &i in chunk {
+            body.extend_from_slice(&encoded[spans[i].clone()]);
+        }
+        (chunk, self.post(&body, chunk.len()).await)
+    }
+
     /// Posts one `_bulk` body holding `count` documents, trying each host once when one
     /// cannot be reached. Returns one result per document, in order.
-    async fn post(&mut self, body: &[u8], count: usize) -> Result<Vec<ItemResult>, OutputError> {
+    async fn post(&self, body: &[u8], count: usize) -> Result<Vec<ItemResult>, OutputError> {
         let payload = if self.config.compression_level > 0 {
             let mut gz = GzEncoder::new(
                 Vec::with_capacity(body.len() / 4),
@@ -165,9 +210,12 @@ impl Elasticsearch {
         } else {
             body.to_vec()
         };
+        let _permit = self.in_flight.acquire().await.expect("never closed");
+        let hosts = self.config.hosts.len();
         let mut last_error = None;
-        for _ in 0..self.config.hosts.len() {
-            let host = self.config.hosts[self.host].trim_end_matches('/');
+        for _ in 0..hosts {
+            let at = self.host.load(Ordering::Relaxed);
+            let host = self.config.hosts[at].trim_end_matches('/');
             let mut request = self
                 .client
                 .post(format!("{host}/_bulk"))
@@ -185,7 +233,13 @@ impl Elasticsearch {
                     let err = classify(host, &err);
                     tracing::warn!(%err, "elasticsearch host failed; trying the next");
                     last_error = Some(err);
-                    self.host = (self.host + 1) % self.config.hosts.len();
+                    // Unless another request has moved on already.
+                    let _ = self.host.compare_exchange(
+                        at,
+                        (at + 1) % hosts,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                 }
             }
         }
@@ -272,6 +326,13 @@ impl Output for Elasticsearch {
         NAME
     }
 
+    /// `worker` per host, so that small batches too keep that many requests in flight.
+    fn extra_workers(&self) -> Vec<Box<dyn Output>> {
+        (1..self.config.worker * self.config.hosts.len())
+            .map(|_| Box::new(self.clone()) as Box<dyn Output>)
+            .collect()
+    }
+
     async fn send(&mut self, events: &[Event]) -> Result<(), OutputError> {
         // Each event's two bulk lines, encoded once and reused by every retry.
         let mut encoded = Vec::new();
@@ -287,28 +348,26 @@ impl Output for Elasticsearch {
         let (mut created, mut duplicates) = (0u64, 0u64);
         let mut backoff = self.config.backoff_init;
         let mut attempt = 0;
-        let mut body = Vec::new();
         loop {
             let mut retry: Vec<(usize, String)> = Vec::new();
-            let mut rest = pending.as_slice();
-            while !rest.is_empty() {
-                // As many documents as fit the request's count and size limits (at least one).
-                body.clear();
-                let mut taken = 0;
-                for &i in rest.iter().take(self.config.bulk_max_size) {
-                    let span = spans[i].clone();
-                    if taken > 0 && body.len() + span.len() > self.config.bulk_max_bytes {
-                        break;
-                    }
-                    body.extend_from_slice(&encoded[span]);
-                    taken += 1;
+            let this = &*self;
+            // Up to `worker` requests at once. An error ends them all: the pipeline sends the
+            // batch again, and the idempotent `_id`s turn what was indexed into 409s.
+            let mut chunks = this.chunks(&pending, &spans).into_iter();
+            let mut posts = FuturesUnordered::new();
+            loop {
+                while posts.len() < this.config.worker
+                    && let Some(chunk) = chunks.next()
+                {
+                    posts.push(this.post_chunk(chunk, &encoded, &spans));
                 }
-                let (chunk, tail) = rest.split_at(taken);
-                rest = tail;
-                let results = match self.post(&body, chunk.len()).await {
+                let Some((chunk, results)) = posts.next().await else {
+                    break;
+                };
+                let results = match results {
                     Ok(results) => results,
                     Err(err) => {
-                        self.metrics.error(NAME, err.metric_label());
+                        this.metrics.error(NAME, err.metric_label());
                         return Err(err);
                     }
                 };
@@ -321,6 +380,8 @@ impl Output for Elasticsearch {
                     }
                 }
             }
+            // They borrow `pending`, which the retries replace.
+            drop((posts, chunks));
             if retry.is_empty() {
                 break;
             }
@@ -349,30 +410,10 @@ impl Output for Elasticsearch {
             backoff = (backoff * 2).min(self.config.backoff_max);
             pending = retry.into_iter().map(|(i, _)| i).collect();
         }
-        if !refused.is_empty() {
-            refused.sort_unstable_by_key(|(i, _)| *i);
-            for (i, reason) in &refused {
-                tracing::error!(event = i, %reason, "elasticsearch refused a document for good");
-                self.metrics.error(NAME, "refused");
-            }
-            match &mut self.dead_letter {
-                Some(dead) => {
-                    dead.write(
-                        NAME,
-                        refused
-                            .iter()
-                            .map(|(i, reason)| (&events[*i], reason.as_str())),
-                    )
-                    .map_err(|source| OutputError::Io {
-                        output: NAME,
-                        source,
-                    })?;
-                    self.metrics
-                        .outcome(NAME, "dead_lettered", refused.len() as u64);
-                }
-                None => self.metrics.outcome(NAME, "dropped", refused.len() as u64),
-            }
+        for _ in &refused {
+            self.metrics.error(NAME, "refused");
         }
+        self.refusals.keep(events, &mut refused)?;
         self.metrics.outcome(NAME, "acked", created);
         self.metrics.outcome(NAME, "duplicate", duplicates);
         Ok(())

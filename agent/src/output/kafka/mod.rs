@@ -10,7 +10,7 @@ pub mod config;
 
 pub use config::KafkaConfig;
 
-use super::dead_letter::DeadLetter;
+use super::dead_letter::Refusals;
 use super::metrics::OutputMetrics;
 use super::template::{Template, lookup};
 use super::{Output, OutputError};
@@ -35,7 +35,7 @@ pub struct Kafka {
     last_error: LastError,
     topic: Template,
     key: Option<Template>,
-    dead_letter: Option<DeadLetter>,
+    refusals: Refusals,
     metrics: OutputMetrics,
     payload: Vec<u8>,
 }
@@ -64,14 +64,7 @@ impl Kafka {
             .map(Template::parse)
             .transpose()
             .map_err(|err| invalid(err.to_string()))?;
-        let dead_letter = config
-            .dead_letter
-            .as_ref()
-            .map(|dl| {
-                DeadLetter::open(dl)
-                    .map_err(|err| invalid(format!("dead letter {}: {err}", dl.path.display())))
-            })
-            .transpose()?;
+        let refusals = Refusals::open(NAME, config.dead_letter.as_ref(), metrics.clone())?;
         let last_error = Arc::new(Mutex::new(None));
         let producer = create_producer(config, &last_error)?;
         Ok(Self {
@@ -80,7 +73,7 @@ impl Kafka {
             last_error,
             topic,
             key,
-            dead_letter,
+            refusals,
             metrics,
             payload: Vec::new(),
         })
@@ -192,38 +185,6 @@ impl Kafka {
             }
         }
     }
-
-    /// Writes refused records to the dead-letter file (or counts them as dropped).
-    fn dead_letter(
-        &mut self,
-        events: &[Event],
-        refused: &[(usize, String)],
-    ) -> Result<(), OutputError> {
-        if refused.is_empty() {
-            return Ok(());
-        }
-        let count = refused.len() as u64;
-        for (_, reason) in refused {
-            tracing::error!(%reason, "kafka refused an event for good");
-        }
-        match &mut self.dead_letter {
-            Some(dead) => {
-                dead.write(
-                    NAME,
-                    refused
-                        .iter()
-                        .map(|(i, reason)| (&events[*i], reason.as_str())),
-                )
-                .map_err(|source| OutputError::Io {
-                    output: NAME,
-                    source,
-                })?;
-                self.metrics.outcome(NAME, "dead_lettered", count);
-            }
-            None => self.metrics.outcome(NAME, "dropped", count),
-        }
-        Ok(())
-    }
 }
 
 #[async_trait::async_trait]
@@ -308,8 +269,7 @@ impl Output for Kafka {
         }
         // Delivered: an error remembered from an earlier outage no longer explains anything.
         *self.last_error.lock().expect("not poisoned") = None;
-        refused.sort_unstable_by_key(|(i, _)| *i);
-        self.dead_letter(events, &refused)?;
+        self.refusals.keep(events, &mut refused)?;
         self.metrics
             .outcome(NAME, "acked", (events.len() - refused.len()) as u64);
         Ok(())
