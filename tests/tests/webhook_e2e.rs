@@ -10,15 +10,14 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
-use skiff_tests::{env, require_peer};
+use skiff_tests::{env, eventually, kube_client, require_peer, unique};
 use skiff_webhook::policy::Policy;
 use skiff_webhook::server::{self, Running};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long anything asynchronous (the API server noticing a webhook configuration, the
 /// reconciler, a reload) may take before a test fails.
@@ -83,17 +82,8 @@ struct Harness {
 impl Harness {
     /// A fresh namespace and a running webhook registered for it with `failure_policy`.
     async fn new(kubeconfig: &str, test: &str, policy: &str, failure_policy: &str) -> Self {
-        let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading the kubeconfig");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("the kubeconfig is usable");
-        let client = Client::try_from(config).expect("building the client");
-        // Unique per run: without a controller-manager a deleted namespace stays Terminating.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let namespace = format!("wh-{test}-{}", nanos % 1_000_000_000_000);
+        let client = kube_client(kubeconfig).await;
+        let namespace = unique(&format!("wh-{test}"));
         let ns: Namespace =
             serde_json::from_value(json!({ "metadata": { "name": namespace } })).unwrap();
         Api::<Namespace>::all(client.clone())
@@ -183,7 +173,7 @@ impl Harness {
     /// The API server picks webhook configurations up asynchronously: dry-run creates until
     /// one comes back mutated.
     async fn wait_until_active(&self) {
-        eventually("the API server to call the webhook", || async {
+        eventually("the API server to call the webhook", PATIENCE, || async {
             let probe = self
                 .deployments()
                 .create(
@@ -222,7 +212,7 @@ impl Harness {
         what: &str,
         ready: impl Fn(&HorizontalPodAutoscaler) -> bool,
     ) -> HorizontalPodAutoscaler {
-        eventually(what, || async {
+        eventually(what, PATIENCE, || async {
             self.hpas()
                 .get_opt(name)
                 .await
@@ -257,25 +247,6 @@ impl Harness {
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.namespace, &DeleteParams::default())
             .await;
-    }
-}
-
-/// Polls `check` until it returns `Some`, or fails the test naming what never happened.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {PATIENCE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -406,7 +377,7 @@ async fn stored_deployment_is_mutated_and_its_hpa_follows_the_annotations() {
 
     // Opting out deletes it.
     annotate(json!({ "skiff.dev/autoscale": "false" })).await;
-    eventually("the HPA to be deleted", || async {
+    eventually("the HPA to be deleted", PATIENCE, || async {
         h.hpas().get_opt("web").await.ok()?.is_none().then_some(())
     })
     .await;
@@ -567,7 +538,7 @@ async fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     );
     renewed.issue(&h.dir.join("tls.crt"), &h.dir.join("tls.key"));
     let client = renewed.client();
-    eventually("the new certificate to be served", || async {
+    eventually("the new certificate to be served", PATIENCE, || async {
         client
             .get(&url)
             .send()
@@ -615,10 +586,14 @@ async fn limit_ranges_and_policy_reloads_shape_what_is_injected() {
             d.spec.template.spec?.containers[0].resources.clone()
         }
     };
-    eventually("the LimitRange's max to cap the injected limit", || async {
-        let resources = preview("capped").await?;
-        (resources.limits?["memory"].0 == "200Mi").then_some(())
-    })
+    eventually(
+        "the LimitRange's max to cap the injected limit",
+        PATIENCE,
+        || async {
+            let resources = preview("capped").await?;
+            (resources.limits?["memory"].0 == "200Mi").then_some(())
+        },
+    )
     .await;
 
     // A Deployment whose HPA must follow the policy's next maxReplicas.
@@ -629,7 +604,7 @@ async fn limit_ranges_and_policy_reloads_shape_what_is_injected() {
         .replace("cpu: 100m", "cpu: 250m")
         .replace("maxReplicas: 10", "maxReplicas: 7");
     write_atomically(&h.dir.join("policy.yml"), &next);
-    eventually("the reloaded policy's request", || async {
+    eventually("the reloaded policy's request", PATIENCE, || async {
         let resources = preview("reloaded").await?;
         (resources.requests?["cpu"].0 == "250m").then_some(())
     })
@@ -641,7 +616,7 @@ async fn limit_ranges_and_policy_reloads_shape_what_is_injected() {
 
     // A broken policy is reported and ignored: the last good one stays.
     write_atomically(&h.dir.join("policy.yml"), "defaults: [not, a, policy]\n");
-    eventually("the broken policy to be reported", || async {
+    eventually("the broken policy to be reported", PATIENCE, || async {
         h.metrics()
             .await
             .contains("skiff_webhook_policy_valid 0")
@@ -679,13 +654,17 @@ async fn an_hpa_skiff_does_not_own_is_left_alone_until_adopted() {
     // Reported as an Event on the Deployment, and not touched.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(h.client.clone(), &h.namespace);
-    eventually("an Event about the HPA skiff does not own", || async {
-        let list = events.list(&Default::default()).await.ok()?;
-        list.items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("HPANotOwned"))
-            .then_some(())
-    })
+    eventually(
+        "an Event about the HPA skiff does not own",
+        PATIENCE,
+        || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("HPANotOwned"))
+                .then_some(())
+        },
+    )
     .await;
     let hpa = h.hpas().get("shop").await.unwrap();
     assert_eq!(hpa.spec.max_replicas, 4);
@@ -737,7 +716,7 @@ async fn a_vpa_installed_after_the_webhook_means_no_hpa() {
         .await
         .expect("creating the VPA");
     // Without an HPA, one replica is all the Deployment runs: no spread once the VPA is seen.
-    eventually("the webhook to see the VPA", || async {
+    eventually("the webhook to see the VPA", PATIENCE, || async {
         let preview = h
             .deployments()
             .create(
@@ -774,11 +753,7 @@ async fn a_vpa_installed_after_the_webhook_means_no_hpa() {
 const VPA_CRD: &str = "verticalpodautoscalers.autoscaling.k8s.io";
 
 async fn crds(kubeconfig: &str) -> Api<CustomResourceDefinition> {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading the kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Api::all(Client::try_from(config).unwrap())
+    Api::all(kube_client(kubeconfig).await)
 }
 
 /// Deletes the VPA CRD (left by an earlier run on the same API server) and waits until it is gone.
@@ -789,7 +764,7 @@ async fn remove_vpa_crd(kubeconfig: &str) {
         Err(kube::Error::Api(status)) if status.code == 404 => {}
         Err(err) => panic!("deleting the VPA CRD: {err}"),
     }
-    eventually("the VPA CRD to be deleted", || async {
+    eventually("the VPA CRD to be deleted", PATIENCE, || async {
         crds.get_opt(VPA_CRD).await.ok()?.is_none().then_some(())
     })
     .await;
@@ -821,7 +796,7 @@ async fn install_vpa_crd(kubeconfig: &str) {
     )
     .await
     .expect("installing the VPA CRD");
-    eventually("the VPA CRD to be established", || async {
+    eventually("the VPA CRD to be established", PATIENCE, || async {
         let crd = crds.get(VPA_CRD).await.ok()?;
         crd.status?
             .conditions?

@@ -13,6 +13,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// The cluster as one review sees it.
 pub trait Cluster: Send + Sync {
@@ -41,6 +42,8 @@ impl Cluster for Detached {
 
 /// The CustomResourceDefinition that brings the VPA API.
 const VPA_CRD: &str = "verticalpodautoscalers.autoscaling.k8s.io";
+/// Discovery attempts, half a second apart, once the VPA CRD is established.
+const DISCOVERY_ATTEMPTS: u32 = 20;
 
 /// Watch caches of LimitRanges, HPAs and, once the VPA API is installed, VPAs.
 #[derive(Clone)]
@@ -173,15 +176,22 @@ async fn await_vpa_api(
         if !established {
             continue;
         }
-        match vpa_resource(&client).await {
-            Ok(resource) => {
-                tracing::info!(
-                    "VerticalPodAutoscaler API installed: HPAs yield to VPAs on CPU and memory"
-                );
-                let _ = vpas.set(watch_vpas(&client, namespace.as_deref(), resource));
-                return;
+        // Discovery may lag the CRD's establishment by a moment, and no further CRD event
+        // comes: retry for a while, then wait for the CRD to change (say, to serve v1).
+        for attempt in 1..=DISCOVERY_ATTEMPTS {
+            match vpa_resource(&client).await {
+                Ok(resource) => {
+                    tracing::info!(
+                        "VerticalPodAutoscaler API installed: HPAs yield to VPAs on CPU and memory"
+                    );
+                    let _ = vpas.set(watch_vpas(&client, namespace.as_deref(), resource));
+                    return;
+                }
+                Err(err) if attempt == DISCOVERY_ATTEMPTS => {
+                    tracing::warn!(%err, "the VPA CRD is established but autoscaling.k8s.io/v1 is not served");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
-            Err(err) => tracing::warn!(%err, "the VPA CRD is established but not discoverable yet"),
         }
     }
 }

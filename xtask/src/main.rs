@@ -37,7 +37,7 @@ enum Task {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
-    /// The end-to-end test alone, with the peers up.
+    /// The whole-system end-to-end test alone, with the peers it needs up (then down).
     E2e,
     /// Run the benchmarks; each writes target/bench/NAME.json.
     Bench {

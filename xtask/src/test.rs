@@ -25,7 +25,7 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
     ]))?;
     // Compile the tests before the peers start, so they do not idle through a long build.
     cmd::run(Command::new("cargo").args(["test", "--workspace", "--no-run"]))?;
-    with_peers(root, |env| {
+    with_peers(root, &peers::all(), |env| {
         cmd::run(
             Command::new("cargo")
                 .args(["test", "--workspace"])
@@ -37,26 +37,48 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The end-to-end tests alone, with the peers up.
+/// The peers the whole-system test needs.
+const E2E_PEERS: [&str; 3] = ["geoip", "kube", "kafka"];
+
+/// `cargo xtask e2e`: the whole-system test (`tests/tests/system_e2e.rs`) alone, with the peers
+/// it needs up, and every peer down afterwards.
 pub fn e2e(root: &Path) -> Result<()> {
+    let started = Instant::now();
     toolchain::ensure_build_toolchain()?;
-    with_peers(root, |env| {
+    let test = ["test", "--package", "skiff-tests", "--test", "system_e2e"];
+    // Build the test and both programs it runs before the peers start, so they do not idle
+    // through a long build.
+    cmd::run(Command::new("cargo").args(test).arg("--no-run"))?;
+    cmd::run(Command::new("cargo").args([
+        "build",
+        "--package",
+        "skiff-agent",
+        "--package",
+        "skiff-webhook",
+    ]))?;
+    let only: Vec<String> = E2E_PEERS.iter().map(|p| p.to_string()).collect();
+    with_peers(root, &peers::select(&only)?, |env| {
         cmd::run(
             Command::new("cargo")
-                .args(["test", "--package", "skiff-tests"])
+                .args(test)
+                // Its progress (deliveries, duplicates) is worth seeing.
+                .args(["--", "--nocapture"])
                 .envs(env.iter().cloned()),
         )
-    })
+    })?;
+    eprintln!("cargo xtask e2e: green in {:.0?}", started.elapsed());
+    Ok(())
 }
 
-/// Starts every peer, runs `body` with their environment, and stops them again even when
-/// `body` (or a peer's start) fails.
+/// Starts `selected` peers, runs `body` with their environment, and stops every peer again
+/// even when `body` (or a peer's start) fails.
 fn with_peers(
     root: &Path,
+    selected: &[Box<dyn peers::Peer>],
     body: impl FnOnce(&[(&'static str, String)]) -> Result<()>,
 ) -> Result<()> {
     let ctx = peers::Ctx::new(root);
-    let result = peers::up(&ctx, &peers::all()).and_then(|env| body(&env));
+    let result = peers::up(&ctx, selected).and_then(|env| body(&env));
     let stopped = peers::down(&ctx);
     result.and(stopped)
 }

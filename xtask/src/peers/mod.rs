@@ -9,6 +9,7 @@ mod beats;
 mod geoip;
 mod kafka;
 mod kube;
+mod manifests;
 mod opensearch;
 
 use crate::cmd;
@@ -60,6 +61,8 @@ pub fn all() -> Vec<Box<dyn Peer>> {
         Box::new(kafka::Kafka),
         Box::new(opensearch::OpenSearch),
         Box::new(beats::BeatsServer),
+        Box::new(manifests::Kustomize),
+        Box::new(manifests::CertManagerCrds),
     ]
 }
 
