@@ -744,10 +744,13 @@ impl Engine {
             return; // the outputs are behind: backpressure
         }
         let now = Instant::now();
+        // Files coming due soon, relative to their backoff, are looked at in this round: a
+        // look a little early costs one `fstat`, while thousands of idle files coming due one
+        // by one would wake the engine (and its scans over every file) a thousand times a second.
         let due: Vec<FileId> = self
             .open
             .iter()
-            .filter(|(_, open)| open.next_poll <= now)
+            .filter(|(_, open)| open.next_poll <= now + open.backoff / 8)
             .map(|(id, _)| *id)
             .collect();
         for id in due {
