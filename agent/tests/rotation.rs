@@ -73,7 +73,15 @@ fn inputs(dir: &Path) -> String {
 /// machine, not the agent.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// One backend at a time: three debug-build agents and their writers at full rate on two
+/// cores delay the agents by more than a rename generation lives (100 ms), and a file renamed
+/// out of the glob before the agent opened it is missed (a known gap, see the issue notes).
+static ONE_BACKEND_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn torture(backend: &str) {
+    let _turn = ONE_BACKEND_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
