@@ -145,6 +145,84 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo built no executable named {name}"))
 }
 
+/// Reading back what an output or the agent wrote to the Kafka peer.
+pub mod kafka {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    use serde_json::Value;
+    use std::time::{Duration, Instant};
+
+    /// One record read back: its topic, key and JSON event.
+    pub struct Record {
+        pub topic: String,
+        pub key: Option<String>,
+        pub event: Value,
+    }
+
+    /// Every record of `topics` from the beginning up to the high watermarks at the time of the
+    /// call: all that was acknowledged, and so every duplicate too.
+    pub fn read_topics(brokers: &str, topics: &[String], patience: Duration) -> Vec<Record> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", crate::unique("skiff-test-reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        let mut remaining = 0i64;
+        let mut ends = std::collections::HashMap::new();
+        for topic in topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(30))
+                .unwrap_or_else(|err| panic!("metadata of {topic}: {err}"));
+            for partition in metadata.topics()[0].partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, partition.id(), Duration::from_secs(30))
+                    .unwrap_or_else(|err| panic!("watermarks of {topic}: {err}"));
+                if high > low {
+                    assignment
+                        .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+                        .unwrap();
+                    remaining += high - low;
+                    ends.insert((topic.clone(), partition.id()), high);
+                }
+            }
+        }
+        if remaining == 0 {
+            return Vec::new();
+        }
+        consumer.assign(&assignment).expect("assign");
+        let deadline = Instant::now() + patience;
+        let mut records = Vec::new();
+        while remaining > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "reading {topics:?} back: {remaining} records still missing after {patience:?}"
+            );
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let message = message.expect("consume");
+            let end = ends[&(message.topic().to_string(), message.partition())];
+            if message.offset() >= end {
+                continue;
+            }
+            remaining -= 1;
+            records.push(Record {
+                topic: message.topic().to_string(),
+                key: message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                event: serde_json::from_slice(message.payload().expect("a payload"))
+                    .expect("the payload is JSON"),
+            });
+        }
+        records
+    }
+}
+
 /// Like [`peer`], for a test that returns early when the peer is absent.
 #[macro_export]
 macro_rules! require_peer {

@@ -8,93 +8,23 @@ use output_support::{assert_all_delivered, count_offsets, events};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use skiff_agent::output::kafka::config::{Compression, SaslConfig};
 use skiff_agent::output::kafka::{Kafka, KafkaConfig};
 use skiff_agent::output::metrics::OutputMetrics;
 use skiff_agent::output::{Output, OutputError};
 use skiff_agent::process::Event;
+use skiff_tests::kafka::read_topics;
 use skiff_tests::{env, require_peer, unique};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long reading a topic back may take before the test fails naming it.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A record read back: topic, key and the event.
-struct Record {
-    topic: String,
-    key: Option<String>,
-    event: Value,
-}
 
 fn config(brokers: &str) -> KafkaConfig {
     let mut config = KafkaConfig::new(vec![brokers.to_string()]);
     config.timeout = Duration::from_secs(30);
     config
-}
-
-/// Every record of `topics` from the beginning up to the high watermarks at the time of the
-/// call: all that was acknowledged, and so every duplicate too.
-fn read_topics(brokers: &str, topics: &[String]) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("skiff-output-kafka-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    let mut ends = std::collections::HashMap::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .unwrap_or_else(|err| panic!("metadata of {topic}: {err}"));
-        for partition in metadata.topics()[0].partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition.id(), Duration::from_secs(30))
-                .unwrap_or_else(|err| panic!("watermarks of {topic}: {err}"));
-            if high > low {
-                assignment
-                    .add_partition_offset(topic, partition.id(), Offset::Offset(low))
-                    .unwrap();
-                remaining += high - low;
-                ends.insert((topic.clone(), partition.id()), high);
-            }
-        }
-    }
-    if remaining == 0 {
-        return Vec::new();
-    }
-    consumer.assign(&assignment).expect("assign");
-    let deadline = Instant::now() + READ_TIMEOUT;
-    let mut records = Vec::new();
-    while remaining > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "reading {topics:?} back: {remaining} records still missing after {READ_TIMEOUT:?}"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = message.expect("consume");
-        let end = ends[&(message.topic().to_string(), message.partition())];
-        if message.offset() >= end {
-            continue;
-        }
-        remaining -= 1;
-        records.push(Record {
-            topic: message.topic().to_string(),
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            event: serde_json::from_slice(message.payload().expect("a payload"))
-                .expect("the payload is JSON"),
-        });
-    }
-    records
 }
 
 /// Deletes the test's topics, so reruns do not pile partitions up in the long-lived broker.
@@ -161,7 +91,7 @@ async fn events_reach_their_templated_topic_once_with_the_override_and_fallback(
         .iter()
         .map(|suffix| format!("{run}-{suffix}"))
         .collect();
-    let records = read_topics(&brokers, &topics);
+    let records = read_topics(&brokers, &topics, READ_TIMEOUT);
     let duplicates =
         assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..20_000);
     assert_eq!(duplicates, 0, "a healthy broker gave duplicates");
@@ -199,7 +129,7 @@ async fn every_codec_delivers() {
         config.compression = codec;
         let mut output = Kafka::build(&config, OutputMetrics::default()).expect("build");
         send_in_batches(&mut output, &events(&run, 0..1_000, Some("svc")), 250).await;
-        let records = read_topics(&brokers, std::slice::from_ref(&topic));
+        let records = read_topics(&brokers, std::slice::from_ref(&topic), READ_TIMEOUT);
         let duplicates =
             assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..1_000);
         assert_eq!(duplicates, 0, "{codec:?}");
@@ -225,7 +155,7 @@ async fn an_oversized_event_is_dead_lettered_and_its_neighbours_arrive() {
     batch[50].insert("message".into(), "x".repeat(50_000).into());
     output.send(&batch).await.expect("send");
 
-    let records = read_topics(&brokers, std::slice::from_ref(&run));
+    let records = read_topics(&brokers, std::slice::from_ref(&run), READ_TIMEOUT);
     let expected = (0..100).filter(|&n| n != 50);
     assert_eq!(
         assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), expected),
@@ -324,7 +254,7 @@ async fn sasl_plain_credentials_deliver_every_event() {
     send_in_batches(&mut output, &events(&run, 0..2_000, Some("svc")), 500).await;
 
     // Read back over the plain listener: the same broker, the same topic.
-    let records = read_topics(&brokers, std::slice::from_ref(&run));
+    let records = read_topics(&brokers, std::slice::from_ref(&run), READ_TIMEOUT);
     let duplicates =
         assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..2_000);
     assert_eq!(duplicates, 0);
@@ -372,7 +302,7 @@ async fn wrong_sasl_credentials_fail_with_an_auth_error_and_lose_nothing() {
         .send(&batch)
         .await
         .expect("the right password delivers");
-    let records = read_topics(&brokers, std::slice::from_ref(&run));
+    let records = read_topics(&brokers, std::slice::from_ref(&run), READ_TIMEOUT);
     let duplicates = assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..100);
     assert_eq!(duplicates, 0, "the refused attempt wrote nothing");
     delete_topics(&brokers, std::slice::from_ref(&run)).await;

@@ -20,15 +20,12 @@ use kube::{Client, ResourceExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use serde_yaml::Value as Yaml;
+use skiff_tests::kafka::{Record, read_topics};
 use skiff_tests::{binary, eventually, kube_client, unique, workspace_root};
 use skiff_tests::{env, require_peer};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::TcpListener;
@@ -331,61 +328,6 @@ fn append(path: &Path, range: std::ops::Range<usize>) {
     file.write_all(text.as_bytes()).unwrap();
 }
 
-/// Every record of `topics`, from their beginnings to their high watermarks now.
-fn read_topics(brokers: &str, topics: &[String]) -> Vec<(String, Value)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("skiff-system-e2e-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("a Kafka consumer");
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .unwrap_or_else(|err| panic!("metadata of {topic}: {err}"));
-        // A topic the agent has not written yet has no partitions.
-        for partition in metadata.topics()[0].partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition.id(), Duration::from_secs(30))
-                .unwrap_or_else(|err| panic!("watermarks of {topic}: {err}"));
-            if high > low {
-                assignment
-                    .add_partition_offset(topic, partition.id(), Offset::Offset(low))
-                    .unwrap();
-                ends.insert((topic.clone(), partition.id()), (high, high - low));
-            }
-        }
-    }
-    let mut remaining: i64 = ends.values().map(|(_, count)| count).sum();
-    let mut records = Vec::new();
-    if remaining == 0 {
-        return records;
-    }
-    consumer.assign(&assignment).expect("assigning partitions");
-    let deadline = Instant::now() + PATIENCE;
-    while remaining > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "reading {topics:?} back: {remaining} acknowledged records still unread after {PATIENCE:?}"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = message.expect("consuming");
-        let (end, _) = ends[&(message.topic().to_string(), message.partition())];
-        if message.offset() >= end {
-            continue;
-        }
-        remaining -= 1;
-        let event = serde_json::from_slice(message.payload().expect("a payload"))
-            .expect("the record is a JSON event");
-        records.push((message.topic().to_string(), event));
-    }
-    records
-}
-
 /// The line number of a delivered event, from its URL path (`/orders/<n>/items`).
 fn line_number(event: &Value) -> usize {
     event["url"]["path"]
@@ -410,12 +352,16 @@ struct Service {
 /// Counts every service's lines in Kafka: (line number → times delivered) per service.
 fn deliveries(brokers: &str, services: &[Service]) -> Vec<BTreeMap<usize, usize>> {
     let topics: Vec<String> = services.iter().map(|s| s.topic.clone()).collect();
-    let records = read_topics(brokers, &topics);
+    let records = read_topics(brokers, &topics, PATIENCE);
     services
         .iter()
         .map(|service| {
             let mut counts = BTreeMap::new();
-            for (_, event) in records.iter().filter(|(topic, _)| *topic == service.topic) {
+            for event in records
+                .iter()
+                .filter(|r| r.topic == service.topic)
+                .map(|r| &r.event)
+            {
                 *counts.entry(line_number(event)).or_insert(0) += 1;
             }
             counts
@@ -718,8 +664,12 @@ async fn a_deployment_is_made_production_ready_and_every_log_line_reaches_kafka_
 
     // Each event as the agent shipped it, enriched from the pod, the GeoLite2 database, the
     // user agent and the request.
-    let records = read_topics(&brokers, &[services[0].topic.clone(), billing_topic]);
-    for (topic, event) in &records {
+    let records = read_topics(
+        &brokers,
+        &[services[0].topic.clone(), billing_topic],
+        PATIENCE,
+    );
+    for Record { topic, event, .. } in &records {
         let service = services.iter().find(|s| s.topic == *topic).unwrap();
         let n = line_number(event);
         let context = format!("{} line {n}: {event}", service.name);
