@@ -24,7 +24,7 @@ use crate::output::kafka::Kafka;
 use crate::output::logstash::Logstash;
 use crate::output::metrics::OutputMetrics;
 use crate::process::input::{InputSteps, Processing};
-use crate::process::{Event, Processors, event_from_line, field};
+use crate::process::{Event, Object, Processors, event_from_line, field};
 use crate::queue::{OnSafe, Queue};
 use crate::registry::{Checkpoint, Registry};
 use crate::watch;
@@ -269,12 +269,12 @@ impl Commit {
 /// (strings), and `log.file.birth`, its birth time where the file system records one (an
 /// inode reused by a new file is born again).
 /// The Elasticsearch output derives idempotent `_id`s from them and `log.offset`.
-fn file_identity(checkpoint: &Checkpoint) -> serde_json::Map<String, serde_json::Value> {
-    let mut file = serde_json::Map::new();
-    file.insert("device_id".into(), checkpoint.id.dev.to_string().into());
-    file.insert("inode".into(), checkpoint.id.ino.to_string().into());
+fn file_identity(checkpoint: &Checkpoint) -> Object {
+    let mut file = Object::with_capacity(3);
+    file.insert("device_id", checkpoint.id.dev.to_string());
+    file.insert("inode", checkpoint.id.ino.to_string());
     if let Some((seconds, nanos)) = checkpoint.generation.birth {
-        file.insert("birth".into(), format!("{seconds}.{nanos:09}").into());
+        file.insert("birth", format!("{seconds}.{nanos:09}"));
     }
     file
 }

@@ -1,8 +1,8 @@
 //! The geoip processor against the real GeoLite2 City and ASN databases (the `geoip` peer),
 //! and ip-location-db's flat-schema City database.
 
-use serde_json::{Value, json};
-use skiff_agent::process::{Event, ProcessorConfig, Processors};
+use serde_json::json;
+use skiff_agent::process::{Event, ProcessorConfig, Processors, Value};
 use skiff_tests::{env, require_peer};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,7 +19,8 @@ fn lookup(processors: &Processors, ip: &str) -> Event {
     let mut event = json!({ "client": { "ip": ip } })
         .as_object()
         .unwrap()
-        .clone();
+        .clone()
+        .into();
     assert!(processors.run(&mut event));
     event
 }
@@ -126,7 +127,7 @@ fn a_replaced_database_is_reloaded() {
     std::fs::rename(&next, &path).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if continent(&lookup(&geoip, "8.8.8.8")) == Some(json!("North America")) {
+        if continent(&lookup(&geoip, "8.8.8.8")) == Some("North America".into()) {
             break;
         }
         assert!(

@@ -98,7 +98,7 @@ fn run_case(case: &Path) -> Option<Vec<String>> {
     let mut events = Vec::new();
     for line in lines(&input) {
         let mut event = event_from_line(&line, Path::new(LOG_PATH), HOST);
-        event.insert("@timestamp".into(), READ_TIME.into());
+        event.insert("@timestamp", READ_TIME);
         parsers.push(event, &mut events);
     }
     finish(std::mem::take(&mut events), &mut out);

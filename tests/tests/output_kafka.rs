@@ -70,17 +70,17 @@ async fn events_reach_their_templated_topic_once_with_the_override_and_fallback(
         match n % 100 {
             0..=1 => {}
             2..=4 => {
-                event.insert("service".into(), json!({ "name": "a" }));
+                event.insert("service", json!({ "name": "a" }));
                 event.insert(
-                    "kubernetes".into(),
+                    "kubernetes",
                     json!({ "annotations": { "skiff_dev/log-topic": format!("{run}-override") } }),
                 );
             }
             k if k % 2 == 0 => {
-                event.insert("service".into(), json!({ "name": "a" }));
+                event.insert("service", json!({ "name": "a" }));
             }
             _ => {
-                event.insert("service".into(), json!({ "name": "b" }));
+                event.insert("service", json!({ "name": "b" }));
             }
         }
         all.extend(batch);
@@ -152,7 +152,7 @@ async fn an_oversized_event_is_dead_lettered_and_its_neighbours_arrive() {
     let metrics = OutputMetrics::default();
     let mut output = Kafka::build(&config, metrics.clone()).expect("build");
     let mut batch = events(&run, 0..100, Some("svc"));
-    batch[50].insert("message".into(), "x".repeat(50_000).into());
+    batch[50].insert("message", "x".repeat(50_000));
     output.send(&batch).await.expect("send");
 
     let records = read_topics(&brokers, std::slice::from_ref(&run), READ_TIMEOUT);

@@ -1,9 +1,8 @@
 //! What the agent knows of a pod: its identity, labels, and the webhook's `skiff.dev/*`
 //! annotations, as ECS fields; and which pod a `/var/log/pods` file belongs to.
 
-use crate::process::{Event, field};
+use crate::process::{Event, Object, Value, field};
 use k8s_openapi::api::core::v1::Pod;
-use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -41,7 +40,7 @@ pub struct PodMeta {
     /// for this pod's events).
     pub annotations: BTreeMap<String, String>,
     /// `skiff.dev/log-fields`: extra fields for every event (a JSON object).
-    pub extra_fields: Map<String, Value>,
+    pub extra_fields: Object,
     /// Names of all its containers (init and ephemeral ones too).
     pub containers: Vec<String>,
 }
@@ -69,7 +68,7 @@ impl PodMeta {
                 _ => o.name.clone(),
             });
         let extra_fields = match annotations.get(annotation::LOG_FIELDS) {
-            None => Map::new(),
+            None => Object::new(),
             Some(text) => match serde_json::from_str(text) {
                 Ok(Value::Object(fields)) => fields,
                 _ => {
@@ -78,7 +77,7 @@ impl PodMeta {
                         "{} is not a JSON object; ignored",
                         annotation::LOG_FIELDS
                     );
-                    Map::new()
+                    Object::new()
                 }
             },
         };
@@ -125,27 +124,28 @@ impl PodMeta {
     pub fn apply(&self, container: &str, event: &mut Event) {
         let labels = dedot(&self.labels);
         let annotations = dedot(&self.annotations);
-        let kubernetes = field::object_mut(event, "kubernetes");
-        kubernetes.insert("namespace".into(), self.namespace.clone().into());
-        kubernetes.insert(
-            "pod".into(),
-            serde_json::json!({ "name": self.name, "uid": self.uid }),
-        );
-        kubernetes.insert("container".into(), serde_json::json!({ "name": container }));
-        kubernetes.insert("node".into(), serde_json::json!({ "name": self.node }));
+        let kubernetes = event.object_mut("kubernetes");
+        kubernetes.insert("namespace", self.namespace.as_str());
+        let pod = kubernetes.object_mut("pod");
+        pod.insert("name", self.name.as_str());
+        pod.insert("uid", self.uid.as_str());
+        kubernetes.object_mut("container").insert("name", container);
+        kubernetes
+            .object_mut("node")
+            .insert("name", self.node.as_str());
         if !labels.is_empty() {
-            kubernetes.insert("labels".into(), Value::Object(labels));
+            kubernetes.insert("labels", labels);
         }
         if !annotations.is_empty() {
-            kubernetes.insert("annotations".into(), Value::Object(annotations));
+            kubernetes.insert("annotations", annotations);
         }
         if let Some(service) = &self.service {
-            field::insert(event, "service.name", service.clone().into());
+            field::insert(event, "service.name", service.as_str());
         }
         if let Some(environment) = &self.environment {
-            field::insert(event, "service.environment", environment.clone().into());
+            field::insert(event, "service.environment", environment.as_str());
         }
-        for (key, value) in &self.extra_fields {
+        for (key, value) in self.extra_fields.iter() {
             field::insert(event, key, value.clone());
         }
     }
@@ -153,9 +153,9 @@ impl PodMeta {
 
 /// Dots in label and annotation keys would become objects in Elasticsearch: they become `_`,
 /// as with Filebeat's `labels.dedot` and `annotations.dedot`.
-fn dedot(map: &BTreeMap<String, String>) -> Map<String, Value> {
+fn dedot(map: &BTreeMap<String, String>) -> Object {
     map.iter()
-        .map(|(k, v)| (k.replace('.', "_"), Value::String(v.clone())))
+        .map(|(k, v)| (k.replace('.', "_"), v.as_str()))
         .collect()
 }
 

@@ -154,7 +154,11 @@ mod tests {
             path: dir.path().join("sub/dead.ndjson"),
         };
         let mut dead = DeadLetter::open(&config).unwrap();
-        let event: Event = json!({ "message": "x" }).as_object().unwrap().clone();
+        let event: Event = json!({ "message": "x" })
+            .as_object()
+            .unwrap()
+            .clone()
+            .into();
         dead.write("elasticsearch", [(&event, "mapper_parsing_exception: bad")])
             .unwrap();
         let text = std::fs::read_to_string(&config.path).unwrap();

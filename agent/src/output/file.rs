@@ -78,7 +78,7 @@ mod tests {
         let path = dir.path().join("out/events.ndjson");
         let mut output = FileOutput::open(&FileConfig { path: path.clone() }).unwrap();
         let mut event = Event::new();
-        event.insert("message".into(), "hello".into());
+        event.insert("message", "hello");
         output.send(&[event.clone(), event]).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"message\":\"hello\"}\n{\"message\":\"hello\"}\n");

@@ -4,9 +4,8 @@
 //! Kafka topics and keys and Elasticsearch index names are built from them. A template is
 //! parsed once when its output is built; rendering only walks the parts.
 
-use crate::process::Event;
+use crate::process::{Event, Value};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use std::fmt::Write;
 
 /// A parsed format string.
@@ -206,8 +205,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn event(value: Value) -> Event {
-        value.as_object().unwrap().clone()
+    fn event(value: serde_json::Value) -> Event {
+        value.as_object().unwrap().clone().into()
     }
 
     #[test]

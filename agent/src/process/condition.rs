@@ -1,9 +1,8 @@
 //! Filebeat-style conditions (`when:`), used by processors to decide which events they touch.
 
-use super::{BuildError, Event, field};
+use super::{BuildError, Event, Value, field};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// A condition as written in the configuration, e.g.
@@ -13,7 +12,7 @@ use std::collections::BTreeMap;
 pub enum ConditionConfig {
     /// Every named field equals its value (a string also matches a number or boolean that
     /// prints the same, as YAML users write `"200"` for 200).
-    Equals(BTreeMap<String, Value>),
+    Equals(BTreeMap<String, serde_json::Value>),
     /// Every named field is a string containing its substring (or a list with such a string).
     Contains(BTreeMap<String, String>),
     /// Every named field is a string matching its regular expression (unanchored).
@@ -44,9 +43,12 @@ impl Condition {
     /// Compiles the regular expressions once.
     pub fn build(config: &ConditionConfig) -> Result<Self, BuildError> {
         Ok(match config {
-            ConditionConfig::Equals(fields) => {
-                Condition::Equals(fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            }
+            ConditionConfig::Equals(fields) => Condition::Equals(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect(),
+            ),
             ConditionConfig::Contains(fields) => {
                 Condition::Contains(fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             }
@@ -107,10 +109,10 @@ pub(crate) fn compile(what: &'static str, pattern: &str) -> Result<Regex, BuildE
 fn loosely_equal(got: &Value, want: &Value) -> bool {
     match (got, want) {
         (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
-            n.to_string() == *s
+            n.to_string() == s.as_str()
         }
         (Value::Bool(b), Value::String(s)) | (Value::String(s), Value::Bool(b)) => {
-            b.to_string() == *s
+            b.to_string() == s.as_str()
         }
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         _ => got == want,
@@ -140,6 +142,7 @@ mod tests {
         .as_object()
         .unwrap()
         .clone()
+        .into()
     }
 
     #[test]

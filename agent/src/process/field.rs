@@ -4,8 +4,7 @@
 //! flat `"client.ip"` key decoded from JSON) is found too: at each level the whole remaining
 //! path is tried as a key before it is split.
 
-use super::Event;
-use serde_json::{Map, Value};
+use super::{Event, Object, Value};
 
 /// The value at `path`, if there is one.
 pub fn get<'a>(event: &'a Event, path: &str) -> Option<&'a Value> {
@@ -23,25 +22,15 @@ pub fn get_str<'a>(event: &'a Event, path: &str) -> Option<&'a str> {
 
 /// Sets `path` to `value`, creating the objects on the way (and replacing a non-object that
 /// stands where an object must go). Returns the value it replaced.
-pub fn insert(event: &mut Event, path: &str, value: Value) -> Option<Value> {
+pub fn insert(event: &mut Event, path: &str, value: impl Into<Value>) -> Option<Value> {
     match split_once(path, b'.') {
-        None => set(event, path, value),
-        Some((head, rest)) => insert(object_at(event, head), rest, value),
-    }
-}
-
-/// Sets `key` of `object` to `value`, returning the value it replaced. The key is allocated
-/// only when it is new: most fields a step sets replace one an earlier step set
-/// (`@timestamp`, `message`).
-pub fn set(object: &mut Map<String, Value>, key: &str, value: Value) -> Option<Value> {
-    match object.get_mut(key) {
-        Some(slot) => Some(std::mem::replace(slot, value)),
-        None => object.insert(key.to_owned(), value),
+        None => event.insert(path, value),
+        Some((head, rest)) => insert(event.object_mut(head), rest, value),
     }
 }
 
 /// Like [`insert`], but leaves an existing value alone. Returns whether it inserted.
-pub fn insert_if_absent(event: &mut Event, path: &str, value: Value) -> bool {
+pub fn insert_if_absent(event: &mut Event, path: &str, value: impl Into<Value>) -> bool {
     if get(event, path).is_some() {
         return false;
     }
@@ -50,13 +39,13 @@ pub fn insert_if_absent(event: &mut Event, path: &str, value: Value) -> bool {
 }
 
 /// The object at `path`, created (or made an object) if needed; `""` is the event itself.
-pub fn object_mut<'a>(event: &'a mut Event, path: &str) -> &'a mut Map<String, Value> {
+pub fn object_mut<'a>(event: &'a mut Event, path: &str) -> &'a mut Object {
     if path.is_empty() {
         return event;
     }
     match split_once(path, b'.') {
-        None => object_at(event, path),
-        Some((head, rest)) => object_mut(object_at(event, head), rest),
+        None => event.object_mut(path),
+        Some((head, rest)) => object_mut(event.object_mut(head), rest),
     }
 }
 
@@ -77,22 +66,11 @@ pub fn split_once(text: &str, byte: u8) -> Option<(&str, &str)> {
     Some((&text[..at], &text[at + 1..]))
 }
 
-fn object_at<'a>(event: &'a mut Event, key: &str) -> &'a mut Map<String, Value> {
-    // Looked up by `&str` first: `entry` would allocate the key even when it exists.
-    if !event.get(key).is_some_and(Value::is_object) {
-        set(event, key, Value::Object(Map::new()));
-    }
-    event
-        .get_mut(key)
-        .and_then(Value::as_object_mut)
-        .expect("made an object above")
-}
-
 /// Appends `flag` to the event's `log.flags` list unless it is there already.
 pub fn add_flag(event: &mut Event, flag: &str) {
-    let log = object_mut(event, "log");
+    let log = event.object_mut("log");
     if !log.get("flags").is_some_and(Value::is_array) {
-        set(log, "flags", Value::Array(Vec::new()));
+        log.insert("flags", Value::Array(Vec::new()));
     }
     let flags = log
         .get_mut("flags")
@@ -104,8 +82,8 @@ pub fn add_flag(event: &mut Event, flag: &str) {
 }
 
 /// Records why processing failed in `error.message`, keeping the rest of the event as it is.
-pub fn set_error(event: &mut Event, message: impl Into<String>) {
-    insert(event, "error.message", Value::String(message.into()));
+pub fn set_error(event: &mut Event, message: impl Into<Value>) {
+    event.object_mut("error").insert("message", message);
 }
 
 #[cfg(test)]
@@ -113,15 +91,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn event(value: Value) -> Event {
-        value.as_object().unwrap().clone()
+    fn event(value: serde_json::Value) -> Event {
+        value.as_object().unwrap().clone().into()
     }
 
     #[test]
     fn nested_and_flat_keys_are_both_found() {
         let e = event(json!({ "client": { "ip": "1.2.3.4" }, "url.path": "/a" }));
-        assert_eq!(get(&e, "client.ip"), Some(&json!("1.2.3.4")));
-        assert_eq!(get(&e, "url.path"), Some(&json!("/a")));
+        assert_eq!(get(&e, "client.ip"), Some(&"1.2.3.4".into()));
+        assert_eq!(get(&e, "url.path"), Some(&"/a".into()));
         assert_eq!(get(&e, "client.port"), None);
         assert_eq!(get(&e, "url.path.x"), None);
     }
@@ -129,23 +107,19 @@ mod tests {
     #[test]
     fn insert_creates_objects_and_replaces_scalars_in_the_way() {
         let mut e = event(json!({ "http": "oops" }));
-        insert(&mut e, "http.response.status_code", json!(200));
+        insert(&mut e, "http.response.status_code", 200);
         assert_eq!(
             e,
             event(json!({ "http": { "response": { "status_code": 200 } } }))
         );
-        assert!(!insert_if_absent(
-            &mut e,
-            "http.response.status_code",
-            json!(500)
-        ));
+        assert!(!insert_if_absent(&mut e, "http.response.status_code", 500));
         assert_eq!(e["http"]["response"]["status_code"], 200);
     }
 
     #[test]
     fn remove_returns_the_value() {
         let mut e = event(json!({ "a": { "b": 1, "c": 2 } }));
-        assert_eq!(remove(&mut e, "a.b"), Some(json!(1)));
+        assert_eq!(remove(&mut e, "a.b"), Some(1.into()));
         assert_eq!(remove(&mut e, "a.x"), None);
         assert_eq!(e, event(json!({ "a": { "c": 2 } })));
     }

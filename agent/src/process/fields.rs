@@ -2,10 +2,10 @@
 //! filters `drop_event`, `include_lines`, `exclude_lines`.
 
 use super::condition::{ConditionConfig, compile};
-use super::{BuildError, Event, field};
+use super::{BuildError, Event, Value, field};
 use regex::RegexSet;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 /// `add_fields`: fixed fields, under `target` (`""` for the event's root).
 ///
@@ -20,7 +20,7 @@ pub struct AddFieldsConfig {
     #[serde(default = "default_add_fields_target")]
     pub target: String,
     /// The fields to add; existing values are replaced.
-    pub fields: Map<String, Value>,
+    pub fields: Map<String, serde_json::Value>,
     /// Only for events that match. Default: all events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<ConditionConfig>,
@@ -110,7 +110,7 @@ impl AddFields {
             .map(|(key, value)| {
                 let value = match value.as_str().and_then(template) {
                     Some(pieces) => FieldValue::Template(pieces),
-                    None => FieldValue::Static(value.clone()),
+                    None => FieldValue::Static(shared(value.clone().into())),
                 };
                 (key.clone(), value)
             })
@@ -130,8 +130,16 @@ impl AddFields {
                     None => continue,
                 },
             };
-            field::object_mut(event, &self.target).insert(key.clone(), value);
+            field::object_mut(event, &self.target).insert(key.as_str(), value);
         }
+    }
+}
+
+/// `value`, with an object in a form every event can share until it changes it.
+fn shared(value: Value) -> Value {
+    match value {
+        Value::Object(object) => Value::Object(object.into_shared()),
+        other => other,
     }
 }
 
@@ -163,7 +171,7 @@ fn render(pieces: &[Piece], event: &Event) -> Option<Value> {
     if let [Piece::Field(path)] = pieces {
         return field::get(event, path).cloned();
     }
-    let mut out = String::new();
+    let mut out = super::Text::default();
     for piece in pieces {
         match piece {
             Piece::Text(text) => out.push_str(text),

@@ -11,11 +11,10 @@
 //! `GeoIP2-`/`GeoLite2-` database type) and the flat one of the ip-location-db project
 //! (`country_code`, `state1`, `city`, `latitude`, …).
 
-use super::{BuildError, Event, field};
+use super::{BuildError, Event, Object, Value, field};
 use maxminddb::{Reader, geoip2};
 use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -118,8 +117,8 @@ struct Stamp {
 /// The fields found for one address.
 #[derive(Debug, Default)]
 struct Found {
-    geo: Option<Map<String, Value>>,
-    asn: Option<Map<String, Value>>,
+    geo: Option<Object>,
+    asn: Option<Object>,
 }
 
 impl GeoIp {
@@ -180,7 +179,7 @@ impl GeoIp {
 }
 
 /// Adds `fields` to `object`, replacing the values of keys it has.
-fn merge(object: &mut Map<String, Value>, fields: &Map<String, Value>) {
+fn merge(object: &mut Object, fields: &Object) {
     if object.is_empty() {
         // The usual case: a whole clone of the tree is cheaper than inserting its keys one by one.
         object.clone_from(fields);
@@ -194,8 +193,8 @@ impl Shared {
         let city = self.city.current();
         let asn = self.asn.as_ref().map(Database::current);
         Found {
-            geo: city.geo(ip),
-            asn: asn.and_then(|db| db.asn(ip)),
+            geo: city.geo(ip).map(Object::into_shared),
+            asn: asn.and_then(|db| db.asn(ip)).map(Object::into_shared),
         }
     }
 }
@@ -291,7 +290,7 @@ impl Loaded {
         })
     }
 
-    fn geo(&self, ip: IpAddr) -> Option<Map<String, Value>> {
+    fn geo(&self, ip: IpAddr) -> Option<Object> {
         let result = self.reader.lookup(ip).ok()?;
         let geo = if self.maxmind_schema {
             maxmind_geo(result.decode::<geoip2::City>().ok()??)
@@ -301,29 +300,29 @@ impl Loaded {
         (!geo.is_empty()).then_some(geo)
     }
 
-    fn asn(&self, ip: IpAddr) -> Option<Map<String, Value>> {
+    fn asn(&self, ip: IpAddr) -> Option<Object> {
         let asn = self
             .reader
             .lookup(ip)
             .ok()?
             .decode::<geoip2::Asn>()
             .ok()??;
-        let mut out = Map::new();
+        let mut out = Object::new();
         if let Some(number) = asn.autonomous_system_number {
-            out.insert("number".into(), number.into());
+            out.insert("number", number);
         }
         if let Some(name) = asn.autonomous_system_organization {
-            out.insert("organization".into(), json!({ "name": name }));
+            out.object_mut("organization").insert("name", name);
         }
         (!out.is_empty()).then_some(out)
     }
 }
 
-fn maxmind_geo(city: geoip2::City) -> Map<String, Value> {
-    let mut geo = Map::new();
+fn maxmind_geo(city: geoip2::City) -> Object {
+    let mut geo = Object::new();
     let mut put = |key: &str, value: Option<Value>| {
         if let Some(value) = value {
-            geo.insert(key.to_string(), value);
+            geo.insert(key, value);
         }
     };
     put("city_name", city.city.names.english.map(Into::into));
@@ -347,7 +346,7 @@ fn maxmind_geo(city: geoip2::City) -> Map<String, Value> {
     put("postal_code", city.postal.code.map(Into::into));
     put("timezone", city.location.time_zone.map(Into::into));
     if let (Some(lat), Some(lon)) = (city.location.latitude, city.location.longitude) {
-        put("location", Some(json!({ "lat": lat, "lon": lon })));
+        put("location", Some(location(lat, lon).into()));
     }
     geo
 }
@@ -367,13 +366,13 @@ struct FlatCity<'a> {
     timezone: Option<&'a str>,
     /// Single or double precision, depending on the build: read as whatever number it is.
     #[serde(default)]
-    latitude: Option<Value>,
+    latitude: Option<serde_json::Value>,
     #[serde(default)]
-    longitude: Option<Value>,
+    longitude: Option<serde_json::Value>,
 }
 
-fn flat_geo(city: FlatCity) -> Map<String, Value> {
-    let mut geo = Map::new();
+fn flat_geo(city: FlatCity) -> Object {
+    let mut geo = Object::new();
     for (key, value) in [
         ("city_name", city.city),
         ("country_iso_code", city.country_code),
@@ -382,15 +381,20 @@ fn flat_geo(city: FlatCity) -> Map<String, Value> {
         ("timezone", city.timezone),
     ] {
         if let Some(value) = value.filter(|v| !v.is_empty()) {
-            geo.insert(key.into(), value.into());
+            geo.insert(key, value);
         }
     }
-    let lat = city.latitude.as_ref().and_then(Value::as_f64);
-    let lon = city.longitude.as_ref().and_then(Value::as_f64);
+    let lat = city.latitude.as_ref().and_then(serde_json::Value::as_f64);
+    let lon = city.longitude.as_ref().and_then(serde_json::Value::as_f64);
     if let (Some(lat), Some(lon)) = (lat, lon) {
-        geo.insert("location".into(), json!({ "lat": lat, "lon": lon }));
+        geo.insert("location", location(lat, lon));
     }
     geo
+}
+
+/// `{ "lat": …, "lon": … }`.
+fn location(lat: f64, lon: f64) -> Object {
+    [("lat", lat), ("lon", lon)].into_iter().collect()
 }
 
 /// An address as logs write it: bare, bracketed IPv6, with a port, or the first of an

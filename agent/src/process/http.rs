@@ -8,9 +8,8 @@
 //! `METHOD /path` in it (`GET /users/42 200 12ms`). Fields already set are left alone.
 
 use super::parse::access::{self, AccessLine, Request};
-use super::{Event, field};
+use super::{Event, Text, Value, field};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::borrow::Cow;
 
 /// `http` configuration.
@@ -83,12 +82,12 @@ impl Http {
         // Owned before the event is written to: they borrow from it.
         let mut set: Vec<(&str, Value)> = Vec::with_capacity(7);
         set.push(("url.path", path.into()));
-        set.push(("http.route", route(path).into_owned().into()));
+        set.push(("http.route", Text::from(route(path)).into()));
         if let Some(query) = query {
             set.push(("url.query", query.into()));
         }
         if let Some(method) = found.method {
-            set.push(("http.request.method", method.into_owned().into()));
+            set.push(("http.request.method", Text::from(method).into()));
         }
         if let Some(status) = found.status {
             set.push(("http.response.status_code", status.into()));
@@ -97,7 +96,7 @@ impl Http {
             set.push(("http.response.body.bytes", bytes.into()));
         }
         if !from_fields {
-            set.push(("url.original", target.into_owned().into()));
+            set.push(("url.original", Text::from(target).into()));
         }
         for (path, value) in set {
             field::insert_if_absent(event, path, value);

@@ -1,6 +1,7 @@
 //! Turning lines into events, and the processors that enrich them.
 
 pub mod condition;
+pub mod event;
 pub mod field;
 pub mod fields;
 pub mod geoip;
@@ -11,15 +12,15 @@ pub mod processor;
 pub mod timestamp;
 pub mod user_agent;
 
+pub use event::{Object, Text, Value};
 pub use processor::{BuildError, Flow, Processor, ProcessorConfig, Processors};
 
 use crate::harvest::Line;
-use serde_json::{Map, Value, json};
 use std::cell::RefCell;
 use std::path::Path;
 
-/// An event: a JSON object with ECS field names.
-pub type Event = Map<String, Value>;
+/// An event: a JSON object with ECS field names (see [`event`] for its representation).
+pub type Event = Object;
 
 /// The event of one line: `@timestamp`, `message`, `log.file.path`, `log.offset`,
 /// `host.name`. Invalid UTF-8 is kept lossily and flagged in `log.flags`, as is a line cut at
@@ -27,34 +28,38 @@ pub type Event = Map<String, Value>;
 pub fn event_from_line(line: &Line, path: &Path, host: &str) -> Event {
     let mut flags = Vec::new();
     let message = match std::str::from_utf8(&line.bytes) {
-        Ok(text) => text.to_string(),
+        Ok(text) => Text::new(text),
         Err(_) => {
-            flags.push("invalid_utf8");
-            String::from_utf8_lossy(&line.bytes).into_owned()
+            flags.push(Value::from("invalid_utf8"));
+            Text::from_utf8_lossy(&line.bytes)
         }
     };
     if line.truncated {
-        flags.push("truncated");
+        flags.push("truncated".into());
     }
-    let mut log = json!({ "file": { "path": path.to_string_lossy() }, "offset": line.offset });
+    let mut log = Object::with_capacity(3);
+    log.object_mut("file")
+        .insert("path", Text::new(path.to_string_lossy()));
+    log.insert("offset", line.offset);
     if !flags.is_empty() {
-        log["flags"] = json!(flags);
+        log.insert("flags", flags);
     }
-    let mut event = Map::new();
-    event.insert("@timestamp".into(), now_rfc3339().into());
-    event.insert("message".into(), message.into());
-    event.insert("log".into(), log);
-    event.insert("host".into(), json!({ "name": host }));
+    let mut event = Object::with_capacity(12);
+    event.insert("@timestamp", now_rfc3339());
+    event.insert("message", message);
+    event.insert("log", log);
+    event.object_mut("host").insert("name", host);
     event
 }
 
 /// `time` as `@timestamp` writes it: RFC 3339, UTC, milliseconds (as Filebeat does).
-pub fn format_timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
+pub fn format_timestamp(time: chrono::DateTime<chrono::Utc>) -> Text {
     time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        .into()
 }
 
 /// The current time as [`format_timestamp`] writes it.
-pub fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> Text {
     thread_local! {
         /// The last second formatted, and its text up to the seconds: every line read gets
         /// the time, and formatting it whole with chrono costs more than the rest of the line.
@@ -71,7 +76,7 @@ pub fn now_rfc3339() -> String {
             *second = now.timestamp();
             *prefix = now.format("%Y-%m-%dT%H:%M:%S").to_string();
         }
-        let mut text = String::with_capacity(prefix.len() + 5);
+        let mut text = Text::with_capacity(prefix.len() + 5);
         text.push_str(prefix);
         push_millis(&mut text, millis);
         text
@@ -79,18 +84,22 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Appends `.mmmZ`.
-fn push_millis(text: &mut String, millis: u32) {
-    text.push('.');
-    for digit in [millis / 100, millis / 10 % 10, millis % 10] {
-        text.push(char::from(b'0' + digit as u8));
-    }
-    text.push('Z');
+fn push_millis(text: &mut Text, millis: u32) {
+    let digit = |n: u32| b'0' + (n % 10) as u8;
+    let suffix = [
+        b'.',
+        digit(millis / 100),
+        digit(millis / 10),
+        digit(millis),
+        b'Z',
+    ];
+    text.push_str(std::str::from_utf8(&suffix).expect("ASCII"));
 }
 
 /// An RFC 3339 time (as CRI and Docker write them) as [`format_timestamp`] writes it, or
 /// `None` if it is not one. UTC times with up to nine fractional digits, the container
 /// runtimes' own, are rewritten without a calendar round trip; others go through chrono.
-pub fn rfc3339_timestamp(text: &str) -> Option<String> {
+pub fn rfc3339_timestamp(text: &str) -> Option<Text> {
     utc_rfc3339_timestamp(text).or_else(|| {
         chrono::DateTime::parse_from_rfc3339(text)
             .ok()
@@ -100,7 +109,7 @@ pub fn rfc3339_timestamp(text: &str) -> Option<String> {
 
 /// The fast path of [`rfc3339_timestamp`]: `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, valid date and
 /// time of day (a leap second is left to chrono).
-fn utc_rfc3339_timestamp(text: &str) -> Option<String> {
+fn utc_rfc3339_timestamp(text: &str) -> Option<Text> {
     let b = text.as_bytes();
     if b.len() < 20 || b[b.len() - 1] != b'Z' {
         return None;
@@ -132,7 +141,7 @@ fn utc_rfc3339_timestamp(text: &str) -> Option<String> {
     let millis = (0..3).fold(0, |n, i| {
         n * 10 + fraction.get(i).map_or(0, |d| u32::from(d - b'0'))
     });
-    let mut out = String::with_capacity(24);
+    let mut out = Text::with_capacity(24);
     out.push_str(&text[..19]);
     push_millis(&mut out, millis);
     Some(out)
@@ -141,6 +150,7 @@ fn utc_rfc3339_timestamp(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn line(bytes: &[u8]) -> Line {
         Line {

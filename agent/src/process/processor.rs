@@ -172,7 +172,7 @@ impl Processors {
             }
         }
         if !event.contains_key("@timestamp") {
-            event.insert("@timestamp".into(), now_rfc3339().into());
+            event.insert("@timestamp", now_rfc3339());
         }
         true
     }
@@ -191,7 +191,7 @@ mod tests {
     use serde_json::json;
 
     fn event(value: serde_json::Value) -> Event {
-        value.as_object().unwrap().clone()
+        value.as_object().unwrap().clone().into()
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //! (anything with a `%`, e.g. `%d/%b/%Y:%H:%M:%S %z`), or Go reference layouts as Filebeat
 //! users write them (`2006-01-02T15:04:05.000Z07:00`), translated once at build time.
 
-use super::{BuildError, Event, field, format_timestamp};
+use super::{BuildError, Event, Value, field, format_timestamp};
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// `timestamp` configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -94,7 +93,7 @@ impl Timestamp {
         };
         match parsed {
             Some(time) => {
-                field::insert(event, &self.target, format_timestamp(time).into());
+                field::insert(event, &self.target, format_timestamp(time));
             }
             None if self.ignore_failure => {}
             None => field::set_error(
@@ -219,8 +218,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn run(layouts: &[&str], value: Value, timezone: Option<&str>) -> Event {
-        let mut event = json!({ "t": value }).as_object().unwrap().clone();
+    fn run(layouts: &[&str], value: serde_json::Value, timezone: Option<&str>) -> Event {
+        let mut event: Event = json!({ "t": value }).as_object().unwrap().clone().into();
         Timestamp::build(&TimestampConfig {
             field: "t".into(),
             layouts: layouts.iter().map(|l| l.to_string()).collect(),

@@ -5,11 +5,9 @@
 //!
 //! Real traffic repeats a few hundred strings, so results are kept in a bounded cache.
 
-use super::{Event, field};
+use super::{Event, Object, field};
 use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use std::sync::Arc;
 
 /// Only this much of a user-agent string is looked at: real ones are a few hundred bytes, and
 /// a 64 KiB one is an attack or a bug, not a browser.
@@ -42,8 +40,8 @@ fn default_cache_size() -> usize {
     10_000
 }
 
-/// Fields under the target (path, value).
-type Parsed = Arc<[(&'static str, Value)]>;
+/// Fields under the target, shared by the events of the same user agent.
+type Parsed = Object;
 
 /// Built `user_agent`.
 pub struct UserAgent {
@@ -76,29 +74,29 @@ impl UserAgent {
                 parsed
             }
         };
-        let target = field::object_mut(event, &self.target);
-        for (path, value) in parsed.iter() {
-            field::insert(target, path, value.clone());
-        }
+        field::object_mut(event, &self.target).merge(parsed, true);
     }
 
     fn parse(&self, original: &str) -> Parsed {
+        let mut fields = Object::with_capacity(5);
         let Some(result) = self.parser.parse(original) else {
-            return Arc::new([("name", "Other".into())]);
+            fields.insert("name", "Other");
+            return fields.into_shared();
         };
         let known = |s: &str| !s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN;
-        let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(5);
         if known(result.name) {
-            fields.push(("name", result.name.into()));
+            fields.insert("name", result.name);
         }
         if known(result.version) {
-            fields.push(("version", result.version.into()));
+            fields.insert("version", result.version);
         }
         if known(result.os) {
-            fields.push(("os.name", result.os.into()));
+            fields.object_mut("os").insert("name", result.os);
         }
         if known(&result.os_version) {
-            fields.push(("os.version", result.os_version.as_ref().into()));
+            fields
+                .object_mut("os")
+                .insert("version", result.os_version.as_ref());
         }
         // woothee names device classes, not models; ECS's `device.name` is "iPhone" for
         // Apple's devices and otherwise the class, as Elastic's user_agent processor does.
@@ -112,9 +110,9 @@ impl UserAgent {
             _ => None,
         };
         if let Some(device) = device {
-            fields.push(("device.name", device.into()));
+            fields.object_mut("device").insert("name", device);
         }
-        fields.into()
+        fields.into_shared()
     }
 }
 

@@ -21,9 +21,8 @@ pub mod disk;
 pub use config::QueueConfig;
 
 use crate::output::{Output, OutputError};
-use crate::process::Event;
+use crate::process::{Event, Value};
 use disk::{DiskStore, Location};
-use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -510,7 +509,7 @@ mod tests {
     }
 
     fn batch(n: u64) -> Vec<Event> {
-        vec![json!({ "n": n }).as_object().unwrap().clone()]
+        vec![json!({ "n": n }).as_object().unwrap().clone().into()]
     }
 
     async fn wait_until(what: &str, f: impl Fn() -> bool) {

@@ -20,7 +20,7 @@ pub fn event(run: &str, n: u64, service: Option<&str>) -> Event {
     if let Some(service) = service {
         event["service"] = json!({ "name": service });
     }
-    event.as_object().expect("an object").clone()
+    event.as_object().expect("an object").clone().into()
 }
 
 /// `events(run, range)`: the events of lines `range`, all of service `svc`.

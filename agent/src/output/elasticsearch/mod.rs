@@ -19,7 +19,7 @@ use super::dead_letter::Refusals;
 use super::metrics::OutputMetrics;
 use super::template::{Template, lookup};
 use super::{Output, OutputError};
-use crate::process::Event;
+use crate::process::{self, Event};
 use base64::Engine;
 use flate2::write::GzEncoder;
 use futures::StreamExt;
@@ -434,16 +434,16 @@ pub fn document_id(event: &Event) -> Option<String> {
         id.push('-');
     }
     id.push_str(&offset.to_string());
-    if let Some(Value::String(message)) = event.get("message") {
+    if let Some(process::Value::String(message)) = event.get("message") {
         id.push_str(&format!("-{:016x}", fnv1a(message.as_bytes())));
     }
     Some(id)
 }
 
-fn scalar(value: &Value) -> Option<String> {
+fn scalar(value: &process::Value) -> Option<String> {
     match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        process::Value::String(s) if !s.is_empty() => Some(s.to_string()),
+        process::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
@@ -532,7 +532,7 @@ mod tests {
     use serde_json::json;
 
     fn event(value: Value) -> Event {
-        value.as_object().unwrap().clone()
+        value.as_object().unwrap().clone().into()
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //! line of a busy web server, and a regular expression costs several times as much.
 
 use super::message;
-use crate::process::{Event, field, format_timestamp};
+use crate::process::{Event, Text, field, format_timestamp};
 use chrono::{Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::borrow::Cow;
 
 /// `nginx` / `apache` parser configuration (nothing to set yet: the formats are fixed).
@@ -34,7 +33,7 @@ pub struct AccessLine<'a> {
     pub client: &'a str,
     pub user: Option<&'a str>,
     /// The time, already in `@timestamp`'s format.
-    pub time: Option<String>,
+    pub time: Option<Text>,
     pub request: Request<'a>,
     pub status: Option<u16>,
     pub bytes: Option<u64>,
@@ -81,54 +80,60 @@ impl AccessLog {
             user_agent,
         } = parsed;
         // Owned before the event is written to: the parts borrow its message.
-        let client = Value::String(client.to_owned());
-        let user = user.map(|user| Value::String(user.to_owned()));
+        let client = Text::new(client);
+        let user = user.map(Text::new);
         let (method, target, version, raw) = match request {
             Request::Line {
                 method,
                 target,
                 version,
             } => (
-                Some(method.into_owned()),
-                Some(target.into_owned()),
-                version.map(Cow::into_owned),
+                Some(Text::from(method)),
+                Some(Text::from(target)),
+                version.map(Text::from),
                 None,
             ),
-            Request::Raw(raw) => (None, None, None, Some(raw.into_owned())),
+            Request::Raw(raw) => (None, None, None, Some(Text::from(raw))),
         };
-        let referrer = referrer.map(Cow::into_owned);
-        let user_agent = user_agent.map(Cow::into_owned);
-        field::insert(event, "client.ip", client);
+        let referrer = referrer.map(Text::from);
+        let user_agent = user_agent.map(Text::from);
+        event.object_mut("client").insert("ip", client);
         if let Some(user) = user {
-            field::insert(event, "user.name", user);
+            event.object_mut("user").insert("name", user);
         }
         if let Some(time) = time {
-            field::set(event, "@timestamp", time.into());
+            event.insert("@timestamp", time);
         }
-        let http = field::object_mut(event, "http");
-        if let Some(method) = method {
-            field::insert(http, "request.method", method.into());
+        let http = event.object_mut("http");
+        if method.is_some() || raw.is_some() || referrer.is_some() {
+            let request = http.object_mut("request");
+            if let Some(method) = method {
+                request.insert("method", method);
+            }
+            if let Some(raw) = raw {
+                request.insert("raw", raw);
+            }
+            if let Some(referrer) = referrer {
+                request.insert("referrer", referrer);
+            }
         }
         if let Some(version) = version {
-            field::set(http, "version", version.into());
+            http.insert("version", version);
         }
-        if let Some(raw) = raw {
-            field::insert(http, "request.raw", raw.into());
-        }
-        if let Some(status) = status {
-            field::insert(http, "response.status_code", status.into());
-        }
-        if let Some(bytes) = bytes {
-            field::insert(http, "response.body.bytes", bytes.into());
-        }
-        if let Some(referrer) = referrer {
-            field::insert(http, "request.referrer", referrer.into());
+        if status.is_some() || bytes.is_some() {
+            let response = http.object_mut("response");
+            if let Some(status) = status {
+                response.insert("status_code", status);
+            }
+            if let Some(bytes) = bytes {
+                response.object_mut("body").insert("bytes", bytes);
+            }
         }
         if let Some(target) = target {
-            field::insert(event, "url.original", target.into());
+            event.object_mut("url").insert("original", target);
         }
         if let Some(agent) = user_agent {
-            field::insert(event, "user_agent.original", agent.into());
+            event.object_mut("user_agent").insert("original", agent);
         }
     }
 }
@@ -273,7 +278,7 @@ fn quoted(text: &str) -> Option<(Cow<'_, str>, &str)> {
 }
 
 /// `10/Oct/2026:13:55:36 +0000` → `2026-10-10T13:55:36.000Z`.
-fn parse_time(text: &str) -> Option<String> {
+fn parse_time(text: &str) -> Option<Text> {
     let b = text.as_bytes();
     if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[20] != b' ' {
         return None;
@@ -304,25 +309,20 @@ fn parse_time(text: &str) -> Option<String> {
     let offset = FixedOffset::east_opt(sign * (num(22..24)? * 3600 + num(24..26)? * 60) as i32)?;
     if offset.local_minus_utc() == 0 {
         // Most servers log in UTC: the time as it is, without a calendar round trip.
-        let mut out = String::with_capacity(24);
-        let digits = |out: &mut String, n: u32, width: u32| {
-            for place in (0..width).rev() {
-                out.push(char::from(b'0' + (n / 10u32.pow(place) % 10) as u8));
-            }
-        };
-        digits(&mut out, local.year() as u32, 4);
-        for (separator, n) in [
-            ('-', local.month()),
-            ('-', local.day()),
-            ('T', local.hour()),
-            (':', local.minute()),
-            (':', local.second()),
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        for (at, width, n) in [
+            (0, 4, local.year() as u32),
+            (5, 2, local.month()),
+            (8, 2, local.day()),
+            (11, 2, local.hour()),
+            (14, 2, local.minute()),
+            (17, 2, local.second()),
         ] {
-            out.push(separator);
-            digits(&mut out, n, 2);
+            for place in 0..width {
+                out[at + width - 1 - place] = b'0' + (n / 10u32.pow(place as u32) % 10) as u8;
+            }
         }
-        out.push_str(".000Z");
-        return Some(out);
+        return Some(Text::new(std::str::from_utf8(&out).expect("ASCII")));
     }
     let time = offset.from_local_datetime(&local).single()?;
     Some(format_timestamp(time.to_utc()))

@@ -5,9 +5,8 @@
 //! event that keeps the offset of its first piece.
 
 use super::message;
-use crate::process::{Event, field, rfc3339_timestamp};
+use crate::process::{Event, Text, Value, field, rfc3339_timestamp};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::borrow::Cow;
 
 /// A joined message is cut at this size, as a line is at the harvester's `max_bytes`, so a
@@ -53,25 +52,25 @@ pub struct Container {
     format: Format,
     /// The first piece's event and the message so far, per stream (stdout, stderr): the two
     /// streams interleave in one file, each with its own partial lines.
-    partial: [Option<(Event, String)>; 2],
+    partial: [Option<(Event, Text)>; 2],
 }
 
 /// One line, unframed.
 struct Piece {
     /// `@timestamp` of the line's time, if it has a valid one.
-    time: Option<String>,
+    time: Option<Text>,
     /// 0 for stdout, 1 for stderr.
     slot: usize,
     partial: bool,
-    text: Text,
+    body: Body,
 }
 
 /// The message of a [`Piece`].
-enum Text {
+enum Body {
     /// The line from this byte on (CRI): cut from the line's own `message` in place.
     From(usize),
     /// Decoded (Docker).
-    Decoded(String),
+    Decoded(Text),
 }
 
 const STREAMS: [&str; 2] = ["stdout", "stderr"];
@@ -103,7 +102,7 @@ impl Container {
             time,
             slot,
             partial,
-            text,
+            body,
         }) = piece
         else {
             let what = if docker { "Docker json-file" } else { "CRI" };
@@ -118,11 +117,11 @@ impl Container {
         if !keep {
             return;
         }
-        let text = match text {
-            Text::Decoded(text) => text,
-            Text::From(start) => {
+        let text = match body {
+            Body::Decoded(text) => text,
+            Body::From(start) => {
                 let mut line = take_message(&mut event);
-                line.drain(..start);
+                line.replace_range(..start, "");
                 line
             }
         };
@@ -139,16 +138,16 @@ impl Container {
             }
             None => {
                 if let Some(time) = time {
-                    field::set(&mut event, "@timestamp", time.into());
+                    event.insert("@timestamp", time);
                 }
-                field::set(&mut event, "stream", STREAMS[slot].into());
+                event.insert("stream", STREAMS[slot]);
                 (event, text)
             }
         };
         if partial {
             self.partial[slot] = Some((first, joined));
         } else {
-            field::set(&mut first, "message", Value::String(joined));
+            first.insert("message", joined);
             emit(first);
         }
     }
@@ -157,7 +156,7 @@ impl Container {
     pub fn flush(&mut self, emit: &mut dyn FnMut(Event)) {
         for slot in &mut self.partial {
             if let Some((mut event, joined)) = slot.take() {
-                event.insert("message".into(), Value::String(joined));
+                event.insert("message", joined);
                 field::add_flag(&mut event, "partial");
                 emit(event);
             }
@@ -174,10 +173,10 @@ impl Container {
 }
 
 /// The event's `message` string, taken out (an empty string stays until it is replaced).
-fn take_message(event: &mut Event) -> String {
+fn take_message(event: &mut Event) -> Text {
     match event.get_mut("message") {
         Some(Value::String(message)) => std::mem::take(message),
-        _ => String::new(),
+        _ => Text::default(),
     }
 }
 
@@ -203,7 +202,7 @@ fn cri_piece(line: &str) -> Option<Piece> {
         time: rfc3339_timestamp(time),
         slot,
         partial,
-        text: Text::From(start),
+        body: Body::From(start),
     })
 }
 
@@ -225,14 +224,14 @@ fn docker_piece(line: &str) -> Option<Piece> {
         _ => return None,
     };
     let (text, partial) = match parsed.log.strip_suffix('\n') {
-        Some(text) => (text.to_string(), false),
-        None => (parsed.log.into_owned(), true),
+        Some(text) => (Text::new(text), false),
+        None => (Text::from(parsed.log), true),
     };
     Some(Piece {
         time: parsed.time.as_deref().and_then(rfc3339_timestamp),
         slot,
         partial,
-        text: Text::Decoded(text),
+        body: Body::Decoded(text),
     })
 }
 

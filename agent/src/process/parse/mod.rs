@@ -175,6 +175,7 @@ pub(crate) mod tests {
             .as_object()
             .unwrap()
             .clone()
+            .into()
     }
 
     pub(crate) fn parsers(yaml: &str) -> Parsers {

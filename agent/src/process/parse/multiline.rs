@@ -7,10 +7,9 @@
 
 use super::message;
 use crate::process::condition::compile;
-use crate::process::{BuildError, Event, field};
+use crate::process::{BuildError, Event, Text, field};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// `multiline` parser configuration.
@@ -76,7 +75,7 @@ pub struct Multiline {
 struct Group {
     /// The first line's event; its `message` becomes the joined text.
     first: Event,
-    text: String,
+    text: Text,
     lines: usize,
     truncated: bool,
     last_line_at: Instant,
@@ -145,7 +144,7 @@ impl Multiline {
         match &mut self.group {
             None => {
                 self.group = Some(Group {
-                    text: text.to_string(),
+                    text: Text::new(text),
                     first: event,
                     lines: 1,
                     truncated: false,
@@ -175,9 +174,7 @@ impl Multiline {
         if group.truncated {
             field::add_flag(&mut group.first, "truncated");
         }
-        group
-            .first
-            .insert("message".into(), Value::String(group.text));
+        group.first.insert("message", group.text);
         emit(group.first);
     }
 }

@@ -1,9 +1,8 @@
 //! `ndjson`: decodes a message that is a JSON object into the event (or under a target).
 
 use super::message;
-use crate::process::{Event, field};
+use crate::process::{Event, Object, Value, field};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 /// `ndjson` parser configuration.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -13,8 +12,9 @@ pub struct NdjsonConfig {
     /// replaced by the object's own keys. Default: `""`.
     #[serde(default)]
     pub target: String,
-    /// At the root, decoded keys replace fields the agent set (`@timestamp`, `log`, `host`…).
-    /// Default: false.
+    /// At the root, decoded keys replace fields the agent set (`@timestamp`, `log.offset`,
+    /// `host.name`…); otherwise the agent's are kept. Objects on both sides are merged key by
+    /// key either way (a line's `log.level` joins the agent's `log`). Default: false.
     #[serde(default)]
     pub overwrite_keys: bool,
     /// Dotted keys (`"log.level"`) become nested objects, as ECS loggers write them.
@@ -62,26 +62,22 @@ impl Ndjson {
             .config
             .message_key
             .as_deref()
-            .and_then(|key| field::get(&decoded, key)?.as_str().map(str::to_string));
+            .and_then(|key| field::get(&decoded, key)?.as_str().map(Value::from));
         if self.config.target.is_empty() {
             event.remove("message");
-            for (key, value) in decoded {
-                if self.config.overwrite_keys || !event.contains_key(&key) {
-                    event.insert(key, value);
-                }
-            }
+            event.merge(decoded, self.config.overwrite_keys);
         } else {
-            field::insert(event, &self.config.target, Value::Object(decoded));
+            field::insert(event, &self.config.target, decoded);
         }
         if let Some(text) = message_text {
-            event.insert("message".into(), text.into());
+            event.insert("message", text);
         }
     }
 }
 
 /// Turns `{"log.level": "x"}` into `{"log": {"level": "x"}}`, recursively.
-fn expand(object: Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
+fn expand(object: Object) -> Object {
+    let mut out = Object::with_capacity(object.len());
     for (key, value) in object {
         let value = match value {
             Value::Object(inner) => Value::Object(expand(inner)),

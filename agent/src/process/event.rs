@@ -1,0 +1,801 @@
+//! The representation of events: a JSON tree made for the processing chain.
+//!
+//! An event is built, enriched and serialised once per log line, hundreds of thousands of
+//! times a second, and then dropped; with `serde_json::Map` (a `BTreeMap` of `String` keys),
+//! allocating, comparing and freeing its keys and nodes took most of the chain's time. Here:
+//!
+//! - An [`Object`] is one vector of entries, sorted by key. Most objects of an event have a
+//!   handful of keys: a binary search over one allocation finds them faster than a B-tree's
+//!   nodes, and dropping the object frees one block. Sorted, the entries serialise in the
+//!   order `serde_json::Map` wrote them, so the documents the outputs send are unchanged.
+//!   Each entry keeps its key's first 8 bytes as an integer, so the search compares integers
+//!   and reads a whole key only to confirm a match (comparing strings was a quarter of the
+//!   chain's time).
+//! - Keys and strings are [`Text`] (`CompactString`): up to 24 bytes are kept inline without
+//!   an allocation, which covers nearly every key, address, method, status text and timestamp.
+//! - Numbers are `serde_json::Number`, so they read and print exactly as before.
+//! - Enrichment caches (GeoIP, user agents, fixed fields) hold their results as shared
+//!   objects ([`Object::into_shared`]): copying one into an event is a reference count, not a
+//!   copy of its tree, and the event copies it only if a later step changes it.
+//!
+//! [`Value`] and [`Object`] keep the names and methods of `serde_json`'s (`as_str`, `get`,
+//! `insert`, indexing by key that yields `Null` for a missing one), implement `Serialize` and
+//! `Deserialize`, and convert from `serde_json::Value` for configuration values and tests.
+
+use compact_str::CompactString;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Number;
+use std::fmt;
+use std::ops::Index;
+use std::sync::Arc;
+
+/// A key or a string value: inline up to 24 bytes, on the heap beyond.
+pub type Text = CompactString;
+
+/// A JSON value of an event.
+#[derive(Clone, Default, PartialEq)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Text),
+    Array(Vec<Value>),
+    Object(Object),
+}
+
+/// A JSON object: entries sorted by key, each key once.
+#[derive(Clone, Default)]
+pub struct Object {
+    entries: Entries,
+}
+
+/// The entries of an [`Object`]: its own, or shared with a cache and copied on first write.
+#[derive(Clone)]
+enum Entries {
+    Owned(Vec<Entry>),
+    Shared(Arc<[Entry]>),
+}
+
+impl Default for Entries {
+    fn default() -> Self {
+        Entries::Owned(Vec::new())
+    }
+}
+
+/// One key of an [`Object`] and its value.
+#[derive(Clone, PartialEq)]
+pub struct Entry {
+    /// [`prefix`] of `key`.
+    prefix: u64,
+    key: Text,
+    value: Value,
+}
+
+impl Entry {
+    fn new(key: Text, value: Value) -> Self {
+        Self {
+            prefix: prefix(&key),
+            key,
+            value,
+        }
+    }
+}
+
+/// The first 8 bytes of `key`, zero-padded, as a big-endian integer: integers in the order of
+/// the keys, except that keys equal in their first 8 bytes (or shorter, up to NUL bytes) are
+/// equal here and told apart by comparing them whole.
+fn prefix(key: &str) -> u64 {
+    let mut bytes = [0; 8];
+    let len = key.len().min(8);
+    bytes[..len].copy_from_slice(&key.as_bytes()[..len]);
+    u64::from_be_bytes(bytes)
+}
+
+/// What indexing yields for a missing key or a value that is not an object.
+static NULL: Value = Value::Null;
+
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    pub fn as_object(&self) -> Option<&Object> {
+        match self {
+            Value::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+
+    pub fn as_object_mut(&mut self) -> Option<&mut Object> {
+        match self {
+            Value::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&Vec<Value>> {
+        match self {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub fn as_array_mut(&mut self) -> Option<&mut Vec<Value>> {
+        match self {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(n) => n.as_f64(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a number stored as a float (as `serde_json::Value::is_f64`).
+    pub fn is_f64(&self) -> bool {
+        matches!(self, Value::Number(n) if n.is_f64())
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub fn is_object(&self) -> bool {
+        matches!(self, Value::Object(_))
+    }
+
+    pub fn is_array(&self) -> bool {
+        matches!(self, Value::Array(_))
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The value of `key`, if this is an object that has it.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.as_object()?.get(key)
+    }
+}
+
+impl Object {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty object with room for `capacity` keys.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: Entries::Owned(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// This object with its entries, and those of the objects in it, shared: clones of it
+    /// are reference counts, and a clone that is changed copies its entries then. For values
+    /// that caches hand out to many events.
+    pub fn into_shared(self) -> Object {
+        let entries: Vec<Entry> = self
+            .into_entries()
+            .map(|mut entry| {
+                if let Value::Object(object) = entry.value {
+                    entry.value = Value::Object(object.into_shared());
+                }
+                entry
+            })
+            .collect();
+        Object {
+            entries: Entries::Shared(entries.into()),
+        }
+    }
+
+    fn slice(&self) -> &[Entry] {
+        match &self.entries {
+            Entries::Owned(entries) => entries,
+            Entries::Shared(entries) => entries,
+        }
+    }
+
+    /// The entries to change, copied first if they are shared.
+    fn vec_mut(&mut self) -> &mut Vec<Entry> {
+        if let Entries::Shared(shared) = &self.entries {
+            self.entries = Entries::Owned(shared.to_vec());
+        }
+        match &mut self.entries {
+            Entries::Owned(entries) => entries,
+            Entries::Shared(_) => unreachable!("copied above"),
+        }
+    }
+
+    fn into_entries(self) -> std::vec::IntoIter<Entry> {
+        match self.entries {
+            Entries::Owned(entries) => entries.into_iter(),
+            Entries::Shared(shared) => {
+                let copied: Vec<Entry> = shared.iter().cloned().collect();
+                copied.into_iter()
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slice().is_empty()
+    }
+
+    /// Where `key` is, or where it would go.
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        let wanted = prefix(key);
+        self.slice().binary_search_by(|entry| {
+            entry
+                .prefix
+                .cmp(&wanted)
+                .then_with(|| entry.key.as_str().cmp(key))
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let at = self.find(key).ok()?;
+        Some(&self.slice()[at].value)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        let at = self.find(key).ok()?;
+        Some(&mut self.vec_mut()[at].value)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Sets `key` to `value`, returning the value it replaced. The key is made into a
+    /// [`Text`] only when it is new: most fields a step sets replace one an earlier step set.
+    pub fn insert<K>(&mut self, key: K, value: impl Into<Value>) -> Option<Value>
+    where
+        K: AsRef<str> + Into<Text>,
+    {
+        let value = value.into();
+        match self.find(key.as_ref()) {
+            Ok(at) => Some(std::mem::replace(&mut self.vec_mut()[at].value, value)),
+            Err(at) => {
+                self.vec_mut().insert(at, Entry::new(key.into(), value));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let at = self.find(key).ok()?;
+        Some(self.vec_mut().remove(at).value)
+    }
+
+    /// The object at `key`, created (or made an object, replacing another value) if needed.
+    pub fn object_mut(&mut self, key: &str) -> &mut Object {
+        let at = match self.find(key) {
+            Ok(at) => {
+                let slot = &mut self.vec_mut()[at].value;
+                if !slot.is_object() {
+                    *slot = Value::Object(Object::new());
+                }
+                at
+            }
+            Err(at) => {
+                let entry = Entry::new(key.into(), Value::Object(Object::new()));
+                self.vec_mut().insert(at, entry);
+                at
+            }
+        };
+        match &mut self.vec_mut()[at].value {
+            Value::Object(object) => object,
+            _ => unreachable!("made an object above"),
+        }
+    }
+
+    /// The entries, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Text, &Value)> {
+        self.slice().iter().map(|entry| (&entry.key, &entry.value))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Text> {
+        self.slice().iter().map(|entry| &entry.key)
+    }
+
+    /// Merges `other` into this object: a key both have holds an object in both is merged
+    /// the same way, key by key; any other key both have keeps this object's value unless
+    /// `other_wins`.
+    pub fn merge(&mut self, other: Object, other_wins: bool) {
+        if self.is_empty() {
+            // Nothing to merge with: taken whole, still shared if it is.
+            *self = other;
+            return;
+        }
+        for Entry { key, value, .. } in other.into_entries() {
+            match (self.get_mut(&key), value) {
+                (Some(Value::Object(mine)), Value::Object(theirs)) => {
+                    mine.merge(theirs, other_wins)
+                }
+                (Some(mine), value) => {
+                    if other_wins {
+                        *mine = value;
+                    }
+                }
+                (None, value) => {
+                    self.insert(key, value);
+                }
+            }
+        }
+    }
+}
+
+impl Index<&str> for Object {
+    type Output = Value;
+
+    /// The value of `key`, or `Null` if there is none (as `serde_json::Map` indexes).
+    fn index(&self, key: &str) -> &Value {
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl Index<&str> for Value {
+    type Output = Value;
+
+    /// The value of `key` in this object, or `Null` (as `serde_json::Value` indexes).
+    fn index(&self, key: &str) -> &Value {
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl<K: AsRef<str> + Into<Text>, V: Into<Value>> Extend<(K, V)> for Object {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, entries: I) {
+        for (key, value) in entries {
+            self.insert(key, value);
+        }
+    }
+}
+
+impl<K: AsRef<str> + Into<Text>, V: Into<Value>> FromIterator<(K, V)> for Object {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
+        let mut object = Object::new();
+        object.extend(entries);
+        object
+    }
+}
+
+impl IntoIterator for Object {
+    type Item = (Text, Value);
+    type IntoIter = std::iter::Map<std::vec::IntoIter<Entry>, fn(Entry) -> (Text, Value)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_entries().map(|entry| (entry.key, entry.value))
+    }
+}
+
+impl PartialEq for Object {
+    fn eq(&self, other: &Object) -> bool {
+        self.slice() == other.slice()
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("Null"),
+            Value::Bool(b) => write!(f, "Bool({b})"),
+            Value::Number(n) => write!(f, "Number({n})"),
+            Value::String(s) => write!(f, "String({s:?})"),
+            Value::Array(items) => f.debug_list().entries(items).finish(),
+            Value::Object(object) => object.fmt(f),
+        }
+    }
+}
+
+impl fmt::Debug for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl fmt::Display for Value {
+    /// The value as JSON text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Value::String(text.into())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Self {
+        Value::String(text.into())
+    }
+}
+
+impl From<Text> for Value {
+    fn from(text: Text) -> Self {
+        Value::String(text)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+impl From<Object> for Value {
+    fn from(object: Object) -> Self {
+        Value::Object(object)
+    }
+}
+
+impl From<Vec<Value>> for Value {
+    fn from(items: Vec<Value>) -> Self {
+        Value::Array(items)
+    }
+}
+
+macro_rules! from_integer {
+    ($($t:ty => $as:ident $wide:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(n: $t) -> Self {
+                Value::Number(n.into())
+            }
+        }
+
+        impl PartialEq<$t> for Value {
+            fn eq(&self, other: &$t) -> bool {
+                self.$as() == Some(<$wide>::from(*other))
+            }
+        }
+    )*};
+}
+
+from_integer!(u16 => as_u64 u64, u32 => as_u64 u64, u64 => as_u64 u64, i32 => as_i64 i64, i64 => as_i64 i64);
+
+impl From<f64> for Value {
+    /// A finite number; NaN and the infinities, which JSON cannot write, are `Null`.
+    fn from(n: f64) -> Self {
+        Number::from_f64(n).map_or(Value::Null, Value::Number)
+    }
+}
+
+impl From<serde_json::Value> for Value {
+    fn from(value: serde_json::Value) -> Self {
+        match value {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => Value::Number(n),
+            serde_json::Value::String(s) => Value::String(s.into()),
+            serde_json::Value::Array(items) => {
+                Value::Array(items.into_iter().map(Value::from).collect())
+            }
+            serde_json::Value::Object(map) => Value::Object(map.into()),
+        }
+    }
+}
+
+impl From<serde_json::Map<String, serde_json::Value>> for Object {
+    fn from(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        // Already in key order: pushed, not inserted.
+        Object {
+            entries: Entries::Owned(
+                map.into_iter()
+                    .map(|(k, v)| Entry::new(k.into(), v.into()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl PartialEq<str> for Value {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == Some(other)
+    }
+}
+
+impl PartialEq<&str> for Value {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == Some(*other)
+    }
+}
+
+impl PartialEq<serde_json::Value> for Value {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        match (self, other) {
+            (Value::Null, serde_json::Value::Null) => true,
+            (Value::Bool(a), serde_json::Value::Bool(b)) => a == b,
+            (Value::Number(a), serde_json::Value::Number(b)) => a == b,
+            (Value::String(a), serde_json::Value::String(b)) => a == b,
+            (Value::Array(a), serde_json::Value::Array(b)) => a == b,
+            (Value::Object(a), serde_json::Value::Object(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => serializer.serialize_unit(),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Number(n) => n.serialize(serializer),
+            Value::String(s) => serializer.serialize_str(s),
+            Value::Array(items) => serializer.collect_seq(items),
+            Value::Object(object) => object.serialize(serializer),
+        }
+    }
+}
+
+impl Serialize for Object {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for entry in self.slice() {
+            map.serialize_entry(entry.key.as_str(), &entry.value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(ValueVisitor)
+            .and_then(|value| match value {
+                Value::Object(object) => Ok(object),
+                _ => Err(de::Error::custom("expected a JSON object")),
+            })
+    }
+}
+
+/// Reads any JSON value, as `serde_json::Value` does.
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(s.into())
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(s.into())
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        Deserialize::deserialize(deserializer)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Object::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        // A key read twice keeps its last value, as serde_json's map does.
+        while let Some((key, value)) = map.next_entry::<KeyText, Value>()? {
+            object.insert(key.0, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// A key read straight into a [`Text`], without a `String` in between.
+struct KeyText(Text);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl Visitor<'_> for KeyVisitor {
+            type Value = KeyText;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<KeyText, E> {
+                Ok(KeyText(s.into()))
+            }
+
+            fn visit_string<E>(self, s: String) -> Result<KeyText, E> {
+                Ok(KeyText(s.into()))
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+impl AsRef<str> for KeyText {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn objects_keep_keys_sorted_and_serialise_as_serde_json_maps_do() {
+        let source = json!({ "b": 1, "a": { "z": [1, "x", null, true, 1.5], "y": {} }, "@t": "t" });
+        let mut object = Object::new();
+        object.insert("b", 1u64);
+        object.insert("@t", "t");
+        let a = object.object_mut("a");
+        a.insert("z", Value::from(source["a"]["z"].clone()));
+        a.object_mut("y");
+        assert_eq!(
+            serde_json::to_string(&object).unwrap(),
+            serde_json::to_string(&source).unwrap()
+        );
+        assert_eq!(Value::Object(object.clone()), source);
+        let read: Object = serde_json::from_str(&source.to_string()).unwrap();
+        assert_eq!(read, object);
+        assert_eq!(Object::from(source.as_object().unwrap().clone()), object);
+    }
+
+    #[test]
+    fn keys_sharing_their_first_bytes_sort_as_strings_do() {
+        let keys = [
+            "",
+            "a",
+            "ab",
+            "ab\0",
+            "ab\0c",
+            "abcdefgh",
+            "abcdefgh\0",
+            "abcdefghi",
+            "abcdefgz",
+            "b",
+        ];
+        let mut object = Object::new();
+        for key in keys.iter().rev() {
+            object.insert(*key, *key);
+        }
+        let sorted: Vec<&str> = object.keys().map(Text::as_str).collect();
+        assert_eq!(sorted, keys);
+        for key in keys {
+            assert_eq!(object[key], key);
+        }
+    }
+
+    #[test]
+    fn insert_replace_remove_and_index() {
+        let mut object = Object::new();
+        assert_eq!(object.insert("k", "v"), None);
+        assert_eq!(object.insert("k", 2u64), Some("v".into()));
+        assert_eq!(object["k"], 2u64);
+        assert!(object["missing"].is_null());
+        assert!(object["k"]["deeper"].is_null());
+        assert_eq!(object.remove("k"), Some(2u64.into()));
+        assert!(object.is_empty());
+        let read: Value = serde_json::from_str(r#"{"k":1,"k":2}"#).unwrap();
+        assert_eq!(read["k"], 2u64, "the last of a repeated key wins");
+    }
+
+    #[test]
+    fn shared_objects_are_copied_when_changed() {
+        let cached = Object::from(
+            json!({ "geo": { "city": "x" }, "n": 1 })
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .into_shared();
+        let mut event = Object::new();
+        event.insert("client", cached.clone());
+        event
+            .object_mut("client")
+            .object_mut("geo")
+            .insert("city", "y");
+        assert_eq!(event["client"]["geo"]["city"], "y");
+        assert_eq!(cached["geo"]["city"], "x", "the cache's copy is untouched");
+        assert_eq!(
+            serde_json::to_string(&cached).unwrap(),
+            r#"{"geo":{"city":"x"},"n":1}"#
+        );
+    }
+
+    #[test]
+    fn merge_recurses_into_objects() {
+        let mut mine = Object::from(
+            json!({ "log": { "offset": 1, "file": { "path": "p" } }, "a": 1 })
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let theirs = Object::from(
+            json!({ "log": { "level": "warn", "offset": 9 }, "a": { "b": 2 }, "c": 3 })
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let mut overwritten = mine.clone();
+        mine.merge(theirs.clone(), false);
+        assert_eq!(
+            Value::Object(mine),
+            json!({ "log": { "offset": 1, "file": { "path": "p" }, "level": "warn" }, "a": 1, "c": 3 })
+        );
+        overwritten.merge(theirs, true);
+        assert_eq!(
+            Value::Object(overwritten),
+            json!({ "log": { "offset": 9, "file": { "path": "p" }, "level": "warn" }, "a": { "b": 2 }, "c": 3 })
+        );
+    }
+}
