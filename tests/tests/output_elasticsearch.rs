@@ -142,7 +142,7 @@ async fn mapping_errors_go_to_the_dead_letter_file_and_the_rest_is_indexed() {
         } else {
             json!(200)
         };
-        event.insert("status_code".into(), status);
+        event.insert("status_code", status);
     }
     output.send(&batch).await.expect("send");
 

@@ -173,6 +173,10 @@ impl Value {
         matches!(self, Value::Array(_))
     }
 
+    pub fn is_string(&self) -> bool {
+        matches!(self, Value::String(_))
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
