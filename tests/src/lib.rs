@@ -16,11 +16,15 @@ pub mod env {
     pub const KUBECONFIG: &str = "SKIFF_TEST_KUBECONFIG";
     /// `host:port` of the Kafka broker.
     pub const KAFKA: &str = "SKIFF_TEST_KAFKA";
-    /// `host:port` of the same broker's listener that requires SASL/PLAIN.
+    /// `host:port` of the same broker's listener that requires SASL.
     pub const KAFKA_SASL: &str = "SKIFF_TEST_KAFKA_SASL";
-    /// The user and password that listener accepts.
+    /// The user and password that listener accepts (PLAIN and SCRAM-SHA-512).
     pub const KAFKA_SASL_USERNAME: &str = "SKIFF_TEST_KAFKA_SASL_USERNAME";
     pub const KAFKA_SASL_PASSWORD: &str = "SKIFF_TEST_KAFKA_SASL_PASSWORD";
+    /// `host:port` of the same broker's TLS listener.
+    pub const KAFKA_TLS: &str = "SKIFF_TEST_KAFKA_TLS";
+    /// PEM file of the CA that signed that listener's certificate.
+    pub const KAFKA_TLS_CA: &str = "SKIFF_TEST_KAFKA_TLS_CA";
     /// Base URL of the OpenSearch HTTP API.
     pub const OPENSEARCH: &str = "SKIFF_TEST_OPENSEARCH";
     /// `host:port` of the Beats (lumberjack v2) server.
