@@ -365,6 +365,24 @@ macro_rules! require_peer {
 
 /// Figures of whole-pipeline benchmarks, for `cargo xtask bench`.
 pub mod bench {
+    /// CPU seconds (user + system) the process `pid` has used so far (`/proc/<pid>/stat`).
+    pub fn cpu_seconds(pid: u32) -> f64 {
+        let path = format!("/proc/{pid}/stat");
+        let stat =
+            std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime (fields 14 and 15 of the line) are the 12th and 13th of them.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
+            .split(' ')
+            .collect();
+        let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count");
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100);
+        (ticks(11) + ticks(12)) as f64 / per_second as f64
+    }
+
     /// Adds `figures` (metric name → number) to the JSON object in the file that
     /// `cargo xtask bench` names in `SKIFF_BENCH_OUT`, and prints them.
     pub fn report(figures: &[(&str, f64)]) {

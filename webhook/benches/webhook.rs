@@ -27,6 +27,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use objects::{deployment, review};
 use serde_json::json;
+use skiff_tests::bench::cpu_seconds;
 use skiff_webhook::cluster::Detached;
 use skiff_webhook::mutate::{self, Context};
 use skiff_webhook::policy::Policy;
@@ -37,8 +38,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Concurrent keep-alive clients of the HTTPS run.
 const CLIENTS: usize = 64;
-/// Length of each HTTPS run, after a one-second warm-up.
+/// Length of each HTTPS run, after a warm-up.
 const RUN: Duration = Duration::from_secs(5);
+const WARM_UP: Duration = Duration::from_secs(1);
 /// The paced rate of the target.
 const PACED_RATE: f64 = 2000.0;
 /// Deployment creates per namespace through the API server.
@@ -154,7 +156,7 @@ impl Drop for Served {
 async fn load(url: &str, clients: &[reqwest::Client], rate: Option<f64>) -> (Vec<Duration>, f64) {
     let body = bytes(review(deployment()));
     let url = format!("{url}/mutate");
-    let warm_up = Instant::now() + Duration::from_secs(1);
+    let warm_up = Instant::now() + WARM_UP;
     let end = warm_up + RUN;
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -207,10 +209,15 @@ async fn load(url: &str, clients: &[reqwest::Client], rate: Option<f64>) -> (Vec
 
 async fn https() -> Vec<(&'static str, f64)> {
     let served = Served::start().await;
+    let pid = served.child.id();
     // One client each: a connection each, as many API server goroutines would open.
     let http1: Vec<_> = (0..CLIENTS).map(|_| served.certificates.client()).collect();
     let (flat_out, max_rate) = load(&served.url, &http1, None).await;
+    // The webhook's own CPU per review, TLS and HTTP included (warm-up reviews count too).
+    let cpu_before = cpu_seconds(pid);
     let (paced, paced_rate) = load(&served.url, &http1, Some(PACED_RATE)).await;
+    let cpu_per_review =
+        (cpu_seconds(pid) - cpu_before) / (paced_rate * (RUN + WARM_UP).as_secs_f64());
     let http2 = served
         .certificates
         .ca
@@ -227,6 +234,10 @@ async fn https() -> Vec<(&'static str, f64)> {
         ("https_paced_reviews_per_s", paced_rate),
         ("https_paced_p50_ms", ms(percentile(&paced, 0.50))),
         ("https_paced_p99_ms", ms(percentile(&paced, 0.99))),
+        (
+            "https_paced_webhook_cpu_us_per_review",
+            cpu_per_review * 1e6,
+        ),
         ("https_h2_paced_reviews_per_s", paced_h2_rate),
         ("https_h2_paced_p50_ms", ms(percentile(&paced_h2, 0.50))),
         ("https_h2_paced_p99_ms", ms(percentile(&paced_h2, 0.99))),
