@@ -36,6 +36,10 @@ use std::hint::black_box;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// The allocator the webhook's binary has (`src/main.rs`), for the in-process figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Concurrent keep-alive clients of the HTTPS run.
 const CLIENTS: usize = 64;
 /// Length of each HTTPS run, after a warm-up.
