@@ -3,10 +3,12 @@
 //! 1. In-process (criterion): `mutate` on a typed Deployment, `review` of a decoded request, and
 //!    the whole handler's work from request bytes to response bytes.
 //! 2. HTTPS (whole run): the release binary in its own process, as in a cluster, and a load
-//!    generator on one thread of this process: many concurrent HTTP/1.1 keep-alive clients,
-//!    flat out and paced at 2,000 reviews/s, then the same pace as streams of one HTTP/2
-//!    connection (what the API server opens when the webhook offers h2): p50/p99 latency and
-//!    reviews/s. Clients and server share this machine's cores.
+//!    generator on one thread of this process: 64 concurrent HTTP/1.1 keep-alive connections
+//!    (what the API server opens to an in-cluster webhook: it speaks HTTP/1.1 to spread load
+//!    over replicas, kubernetes#82090), flat out and paced at 2,000 reviews/s, with the
+//!    webhook's CPU per review; then the same pace as streams of one HTTP/2 connection (what
+//!    the API server uses for a loopback URL, kubernetes#122558, as in part 3): p50/p99
+//!    latency and reviews/s. Clients and server share this machine's cores.
 //! 3. Through the real kube-apiserver (when `SKIFF_TEST_KUBECONFIG` names one): Deployment
 //!    creates in a namespace without the webhook and in one with it, interleaved; the
 //!    webhook's added p50/p99.

@@ -831,18 +831,17 @@ impl Engine {
             }
             self.looks.pop();
         }
-        let mut due = due.into_iter();
-        for id in due.by_ref() {
+        for (n, &id) in due.iter().enumerate() {
             if self.closed_out || self.pending.len() >= MAX_PENDING {
+                // Not looked at (the outputs are behind): still due.
+                for &id in &due[n..] {
+                    if let Some(open) = self.open.get(&id) {
+                        self.looks.push(Reverse((open.next_poll, id)));
+                    }
+                }
                 break;
             }
             self.poll(id);
-        }
-        // Not looked at (the outputs are behind): still due.
-        for id in due {
-            if let Some(open) = self.open.get(&id) {
-                self.looks.push(Reverse((open.next_poll, id)));
-            }
         }
         if !self.deleted.is_empty() {
             self.release_pinned();
@@ -1168,6 +1167,7 @@ mod tests {
         let config = WatchConfig {
             backend: BackendKind::Poll,
             scan_frequency: Duration::from_millis(50),
+            rescan: Duration::from_millis(50),
             check_interval: Duration::from_millis(50),
             ..WatchConfig::default()
         };
@@ -1319,6 +1319,7 @@ mod tests {
             &WatchConfig {
                 backend: BackendKind::Poll,
                 scan_frequency: Duration::from_millis(20),
+                rescan: Duration::from_millis(20),
                 check_interval: Duration::from_millis(20),
                 ..WatchConfig::default()
             },
