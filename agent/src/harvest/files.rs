@@ -8,6 +8,11 @@
 //!   file means the old one was rotated away: the old one is checked at once, and files rotated
 //!   away are read to their current end before a new file of the same input is opened, so a
 //!   stream's lines usually keep their order across a rotation (guaranteed only per file).
+//! - A file renamed out of the patterns before it was opened (a rotation faster than the
+//!   agent) is opened by its new name when the backend reports the rename with both names
+//!   (eBPF, inotify; polling when it had listed the file under its old name), and harvested as
+//!   a file renamed away. Identity rules as for any file: found later under another name, it
+//!   is not read again.
 //! - A file renamed away or deleted is read to its end through its open descriptor, then closed
 //!   once idle for `close.removed` and every line read from it is acknowledged by every output
 //!   (committed in the registry): until then it stays pinned, so an output outage followed by
@@ -19,7 +24,8 @@
 //!   from its first byte, and the bytes between the read offset and the size last seen are
 //!   counted as lost.
 //! - Open files are looked at when an event names them, at every rescan, and otherwise with a
-//!   backoff (10 ms doubling while idle). A look is an `fstat`, and a read only when the file
+//!   backoff (10 ms doubling while idle), kept in a queue by time, so that waking up for the
+//!   next look costs nothing per idle file. A look is an `fstat`, and a read only when the file
 //!   grew. A new file, and a file idle for [`ARM_AFTER`], is armed: the backend is asked to
 //!   report its next write ([`FolderWatch::arm`]); the backoff's next looks (up to
 //!   [`ARM_AFTER`]) close the race with a write already under way, and then the file waits for
@@ -40,6 +46,7 @@ use crate::config::FilestreamConfig;
 use crate::metrics::{FileLabels, FileMetrics, LossLabels, LossReason};
 use crate::registry::{Checkpoint, Registry};
 use crate::watch::{FileId, FolderWatch, WatchEvent, WatchQueue, folder_patterns};
+use prometheus_client::metrics::gauge::Gauge;
 use regex::Regex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -48,7 +55,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -238,6 +245,9 @@ struct Open {
     /// Where it was last seen.
     current: PathBuf,
     labels: FileLabels,
+    /// Its `lag_bytes` and `age_seconds` gauges, set at every look without a lookup by label.
+    lag: Gauge,
+    age: Gauge<f64, AtomicU64>,
     harvester: Harvester,
     generation: Generation,
     presence: Presence,
@@ -431,10 +441,10 @@ impl Engine {
                 WatchEvent::Changed(path) | WatchEvent::Removed(path) => self
                     .watched(path)
                     .then(|| WatchEvent::Changed(path.clone())),
-                WatchEvent::Renamed { from, to } => (self.watched(from)
-                    || self.watched(to)
-                    || self.by_path.contains_key(from))
-                .then(|| event.clone()),
+                WatchEvent::Renamed { from, to } => {
+                    (self.watched(from) || self.watched(to) || self.by_path.contains_key(from))
+                        .then(|| event.clone())
+                }
                 WatchEvent::Written(_) => None,
             };
             if let Some(again) = again
@@ -734,15 +744,18 @@ impl Engine {
         self.unreadable.remove(path);
         let now = Instant::now();
         self.by_path.insert(path.to_path_buf(), id);
+        let labels = FileLabels {
+            path: path.to_string_lossy().into_owned(),
+        };
         self.open.insert(
             id,
             Open {
                 input,
                 path: path.into(),
                 current: path.to_path_buf(),
-                labels: FileLabels {
-                    path: path.to_string_lossy().into_owned(),
-                },
+                lag: self.metrics.lag_bytes.get_or_create(&labels).clone(),
+                age: self.metrics.age_seconds.get_or_create(&labels).clone(),
+                labels,
                 harvester,
                 generation,
                 presence: if matched {
@@ -997,15 +1010,9 @@ impl Engine {
         let at_end = read < READ_BUDGET;
         let read_offset = open.harvester.read_offset();
         let lag = open.last_size.max(read_offset) - read_offset;
-        self.metrics
-            .lag_bytes
-            .get_or_create(&open.labels)
-            .set(lag as i64);
+        open.lag.set(lag as i64);
         if at_end && let Ok(age) = meta.modified().map(|m| m.elapsed().unwrap_or_default()) {
-            self.metrics
-                .age_seconds
-                .get_or_create(&open.labels)
-                .set(age.as_secs_f64());
+            open.age.set(age.as_secs_f64());
         }
         if !lines.is_empty() || truncated {
             let batch = Harvested::Lines(Batch {
@@ -1076,7 +1083,14 @@ impl Engine {
         if self.by_path.get(&open.current) == Some(&id) {
             self.by_path.remove(&open.current);
         }
-        self.metrics.closed(&open.labels);
+        // The file that took its name (same labels) shares its gauges and stays open.
+        if !self
+            .by_path
+            .get(open.path.as_ref())
+            .is_some_and(|other| self.open.contains_key(other))
+        {
+            self.metrics.closed(&open.labels);
+        }
         self.metrics.open_files.set(self.open.len() as i64);
         let checkpoint = Checkpoint {
             id,
@@ -1169,7 +1183,6 @@ mod tests {
             scan_frequency: Duration::from_millis(50),
             rescan: Duration::from_millis(50),
             check_interval: Duration::from_millis(50),
-            ..WatchConfig::default()
         };
         let watch = crate::watch::start(&config, &input.paths).unwrap();
         let registry = Registry::open(&RegistryConfig {
@@ -1321,7 +1334,6 @@ mod tests {
                 scan_frequency: Duration::from_millis(20),
                 rescan: Duration::from_millis(20),
                 check_interval: Duration::from_millis(20),
-                ..WatchConfig::default()
             },
             &input.paths,
         )

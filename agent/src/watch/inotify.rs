@@ -159,7 +159,11 @@ fn read_events(
             let from = event
                 .mask
                 .contains(EventMask::MOVED_TO)
-                .then(|| moved_from.iter().position(|(cookie, _)| *cookie == event.cookie))
+                .then(|| {
+                    moved_from
+                        .iter()
+                        .position(|(cookie, _)| *cookie == event.cookie)
+                })
                 .flatten()
                 .and_then(|at| moved_from.remove(at));
             let sent = if let Some((_, from)) = from {

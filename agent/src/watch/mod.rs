@@ -41,7 +41,12 @@ pub struct WatchConfig {
     #[serde(default)]
     pub backend: BackendKind,
     /// How often the `poll` backend looks at the watched folders (a `stat` each; a folder that
-    /// changed is listed again): its latency for new, renamed and deleted files. Default: 1s.
+    /// changed is listed again): its latency for new, renamed and deleted files, and the
+    /// shortest life under a matching name of a file it can see (one created, written and
+    /// renamed out of the patterns between two looks is missed). What polling costs is mostly
+    /// one `fstat` per idle open file every `check_interval`: with 10,000 idle files about
+    /// 0.6 % of a core, against about 0.3 % for the event backends (`cargo xtask bench
+    /// agent`). Default: 1s.
     #[serde(default = "default_scan_frequency", with = "humantime_serde")]
     pub scan_frequency: Duration,
     /// The safety rescan, in every backend: every matching path is listed and `stat`ed again,
