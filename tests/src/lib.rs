@@ -16,11 +16,15 @@ pub mod env {
     pub const KUBECONFIG: &str = "SKIFF_TEST_KUBECONFIG";
     /// `host:port` of the Kafka broker.
     pub const KAFKA: &str = "SKIFF_TEST_KAFKA";
-    /// `host:port` of the same broker's listener that requires SASL/PLAIN.
+    /// `host:port` of the same broker's listener that requires SASL.
     pub const KAFKA_SASL: &str = "SKIFF_TEST_KAFKA_SASL";
-    /// The user and password that listener accepts.
+    /// The user and password that listener accepts (PLAIN and SCRAM-SHA-512).
     pub const KAFKA_SASL_USERNAME: &str = "SKIFF_TEST_KAFKA_SASL_USERNAME";
     pub const KAFKA_SASL_PASSWORD: &str = "SKIFF_TEST_KAFKA_SASL_PASSWORD";
+    /// `host:port` of the same broker's TLS listener.
+    pub const KAFKA_TLS: &str = "SKIFF_TEST_KAFKA_TLS";
+    /// PEM file of the CA that signed that listener's certificate.
+    pub const KAFKA_TLS_CA: &str = "SKIFF_TEST_KAFKA_TLS_CA";
     /// Base URL of the OpenSearch HTTP API.
     pub const OPENSEARCH: &str = "SKIFF_TEST_OPENSEARCH";
     /// `host:port` of the Beats (lumberjack v2) server.
@@ -145,6 +149,131 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo built no executable named {name}"))
 }
 
+/// A free loopback port: bound by the OS, released, then handed to a program that must be told
+/// its address before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Writes `text` to `path` by a rename, as a Secret or ConfigMap volume update does, so a
+/// program reloading the file never reads half of it.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap_or_else(|err| panic!("writing {}: {err}", tmp.display()));
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Throwaway certificate authorities for TLS tests.
+pub mod pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// A self-signed CA that issues server certificates.
+    pub struct Ca {
+        /// The CA's certificate, PEM.
+        pub pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl Default for Ca {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Ca {
+        pub fn new() -> Self {
+            let mut params = CertificateParams::default();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let key = KeyPair::generate().unwrap();
+            let pem = params.self_signed(&key).unwrap().pem();
+            Self {
+                pem,
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// A server certificate for `names`, written as `cert` and `key`, each atomically by a
+        /// rename (as a Secret volume update does, so a reloading server never reads half a file).
+        pub fn issue(&self, names: &[&str], cert: &Path, key: &Path) {
+            let pair = KeyPair::generate().unwrap();
+            let names = names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>();
+            let issued = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&pair, &self.issuer)
+                .unwrap();
+            super::write_atomically(key, &pair.serialize_pem());
+            super::write_atomically(cert, &issued.pem());
+        }
+
+        /// An HTTPS client that trusts this CA only, before the choice of HTTP version.
+        pub fn client_builder(&self) -> reqwest::ClientBuilder {
+            reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap())
+                .timeout(Duration::from_secs(10))
+        }
+
+        /// An HTTPS client that trusts this CA only.
+        pub fn client(&self) -> reqwest::Client {
+            self.client_builder().build().unwrap()
+        }
+    }
+}
+
+/// The webhook registration a test applies.
+pub mod webhook {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use kube::api::{Api, Patch, PatchParams};
+    use serde_json::{Value, json};
+
+    /// Registers the webhook serving at `url` (`https://127.0.0.1:PORT/mutate`) for the Deployments
+    /// of `namespace` only, under that namespace's name: the shipped registration
+    /// (`manifests/base`), its rules, match conditions and timeouts, with a URL and the test's CA
+    /// instead of the Service (a Service cannot point at loopback) and `failure_policy`.
+    pub async fn register(
+        client: &kube::Client,
+        namespace: &str,
+        url: &str,
+        ca_pem: &str,
+        failure_policy: &str,
+    ) {
+        let path = super::workspace_root()
+            .join("manifests/base/webhook-mutatingwebhookconfiguration.yaml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+        let mut config: Value = serde_yaml::from_str(&text)
+            .unwrap_or_else(|err| panic!("parsing {}: {err}", path.display()));
+        config["metadata"] = json!({ "name": namespace });
+        let hook = &mut config["webhooks"][0];
+        hook["clientConfig"] = json!({
+            "url": url,
+            "caBundle": serde_json::to_value(ByteString(ca_pem.as_bytes().to_vec())).unwrap(),
+        });
+        hook["namespaceSelector"] =
+            json!({ "matchLabels": { "kubernetes.io/metadata.name": namespace } });
+        hook["failurePolicy"] = failure_policy.into();
+        let config: MutatingWebhookConfiguration =
+            serde_json::from_value(config).expect("the shipped registration is a valid object");
+        Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .patch(
+                namespace,
+                &PatchParams::apply("skiff-tests").force(),
+                &Patch::Apply(&config),
+            )
+            .await
+            .expect("registering the webhook");
+    }
+}
+
 /// Reading back what an output or the agent wrote to the Kafka peer.
 pub mod kafka {
     use rdkafka::ClientConfig;
@@ -236,6 +365,24 @@ macro_rules! require_peer {
 
 /// Figures of whole-pipeline benchmarks, for `cargo xtask bench`.
 pub mod bench {
+    /// CPU seconds (user + system) the process `pid` has used so far (`/proc/<pid>/stat`).
+    pub fn cpu_seconds(pid: u32) -> f64 {
+        let path = format!("/proc/{pid}/stat");
+        let stat =
+            std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime (fields 14 and 15 of the line) are the 12th and 13th of them.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
+            .split(' ')
+            .collect();
+        let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count");
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100);
+        (ticks(11) + ticks(12)) as f64 / per_second as f64
+    }
+
     /// Adds `figures` (metric name → number) to the JSON object in the file that
     /// `cargo xtask bench` names in `SKIFF_BENCH_OUT`, and prints them.
     pub fn report(figures: &[(&str, f64)]) {

@@ -14,9 +14,9 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
 use kube::{Client, ResourceExt};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use skiff_tests::pki::Ca;
 use skiff_tests::{binary, eventually, kube_client, workspace_root};
 use skiff_tests::{env, require_peer};
 use std::collections::BTreeSet;
@@ -97,20 +97,14 @@ fn copy_tree(from: &Path, to: &Path) {
 /// writes them; returns the CA's PEM.
 fn write_dev_certs(dir: &Path) -> String {
     fs::create_dir_all(dir).unwrap();
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_pem = params.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["skiff-webhook.skiff-system.svc".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    fs::write(dir.join("ca.crt"), &ca_pem).unwrap();
-    fs::write(dir.join("webhook.crt"), cert.pem()).unwrap();
-    fs::write(dir.join("webhook.key"), key.serialize_pem()).unwrap();
-    ca_pem
+    let ca = Ca::new();
+    ca.issue(
+        &["skiff-webhook.skiff-system.svc"],
+        &dir.join("webhook.crt"),
+        &dir.join("webhook.key"),
+    );
+    fs::write(dir.join("ca.crt"), &ca.pem).unwrap();
+    ca.pem
 }
 
 fn gvk(object: &Value) -> GroupVersionKind {

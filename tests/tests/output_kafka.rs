@@ -200,12 +200,11 @@ async fn an_unreachable_broker_fails_the_batch_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_broker_certificate_from_another_ca_fails_with_a_tls_error() {
-    // Any TLS server shows the handshake failing; the Beats peer's binary serves one.
-    require_peer!(env::BEATS, "beats");
+    // The broker's TLS listener, and a CA that did not sign its certificate.
+    let addr = require_peer!(env::KAFKA_TLS, "kafka (TLS listener)");
     let dir = tempfile::tempdir().unwrap();
     let pki = output_support::pki(dir.path());
-    let server = output_support::BeatsServer::start(dir.path(), Some((&pki.cert, &pki.key)));
-    let mut config = config(&server.addr);
+    let mut config = config(&addr);
     config.topic = unique("skiff-kafka-tls");
     config.timeout = Duration::from_secs(5);
     config.ssl = Some(skiff_agent::output::tls::TlsConfig {
@@ -227,33 +226,28 @@ async fn a_broker_certificate_from_another_ca_fails_with_a_tls_error() {
     assert_eq!(metrics.errors_of("kafka", "tls"), 1);
 }
 
-/// The peer's SASL/PLAIN listener, its user, and the given password.
-fn sasl_config(password: &str) -> Option<KafkaConfig> {
+/// The peer's SASL listener, its user, `mechanism` and the given password.
+fn sasl_config(mechanism: &str, password: &str) -> Option<KafkaConfig> {
     let addr = skiff_tests::peer(env::KAFKA_SASL, "kafka (SASL listener)")?;
     let username = skiff_tests::peer(env::KAFKA_SASL_USERNAME, "kafka (SASL user)")?;
     let mut config = config(&addr);
     config.sasl = Some(SaslConfig {
-        mechanism: "PLAIN".into(),
+        mechanism: mechanism.into(),
         username,
         password: password.to_string(),
     });
     Some(config)
 }
 
-#[tokio::test]
-async fn sasl_plain_credentials_deliver_every_event() {
+/// Sends 2,000 events through `config` into a new topic and reads them back over the plain
+/// listener (the same broker): each arrives once, and each was acknowledged.
+async fn every_event_arrives_once_through(mut config: KafkaConfig, run: &str) {
     let brokers = require_peer!(env::KAFKA, "kafka");
-    let password = require_peer!(env::KAFKA_SASL_PASSWORD, "kafka (SASL password)");
-    let Some(mut config) = sasl_config(&password) else {
-        return;
-    };
-    let run = unique("skiff-kafka-sasl");
-    config.topic = run.clone();
+    config.topic = run.to_string();
     let metrics = OutputMetrics::default();
     let mut output = Kafka::build(&config, metrics.clone()).expect("build");
-    send_in_batches(&mut output, &events(&run, 0..2_000, Some("svc")), 500).await;
-
-    // Read back over the plain listener: the same broker, the same topic.
+    send_in_batches(&mut output, &events(run, 0..2_000, Some("svc")), 500).await;
+    let run = run.to_string();
     let records = read_topics(&brokers, std::slice::from_ref(&run), READ_TIMEOUT);
     let duplicates =
         assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..2_000);
@@ -263,10 +257,41 @@ async fn sasl_plain_credentials_deliver_every_event() {
 }
 
 #[tokio::test]
+async fn sasl_plain_credentials_deliver_every_event() {
+    let password = require_peer!(env::KAFKA_SASL_PASSWORD, "kafka (SASL password)");
+    let Some(config) = sasl_config("PLAIN", &password) else {
+        return;
+    };
+    every_event_arrives_once_through(config, &unique("skiff-kafka-plain")).await;
+}
+
+#[tokio::test]
+async fn sasl_scram_credentials_deliver_every_event() {
+    let password = require_peer!(env::KAFKA_SASL_PASSWORD, "kafka (SASL password)");
+    let Some(config) = sasl_config("SCRAM-SHA-512", &password) else {
+        return;
+    };
+    every_event_arrives_once_through(config, &unique("skiff-kafka-scram")).await;
+}
+
+#[tokio::test]
+async fn tls_with_the_brokers_ca_delivers_every_event() {
+    let addr = require_peer!(env::KAFKA_TLS, "kafka (TLS listener)");
+    let ca = require_peer!(env::KAFKA_TLS_CA, "kafka (TLS listener's CA)");
+    let mut config = config(&addr);
+    config.ssl = Some(skiff_agent::output::tls::TlsConfig {
+        enabled: true,
+        certificate_authorities: vec![ca.into()],
+        ..Default::default()
+    });
+    every_event_arrives_once_through(config, &unique("skiff-kafka-tls-ok")).await;
+}
+
+#[tokio::test]
 async fn wrong_sasl_credentials_fail_with_an_auth_error_and_lose_nothing() {
     let brokers = require_peer!(env::KAFKA, "kafka");
     let password = require_peer!(env::KAFKA_SASL_PASSWORD, "kafka (SASL password)");
-    let Some(mut wrong) = sasl_config("not-the-password") else {
+    let Some(mut wrong) = sasl_config("PLAIN", "not-the-password") else {
         return;
     };
     let run = unique("skiff-kafka-sasl-wrong");
@@ -295,7 +320,7 @@ async fn wrong_sasl_credentials_fail_with_an_auth_error_and_lose_nothing() {
 
     // The failed batch is still the caller's: sent again with the right password, every
     // event arrives once, and nothing came through before.
-    let mut right = sasl_config(&password).expect("the SASL listener");
+    let mut right = sasl_config("PLAIN", &password).expect("the SASL listener");
     right.topic = run.clone();
     Kafka::build(&right, OutputMetrics::default())
         .expect("build")

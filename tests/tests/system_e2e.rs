@@ -10,25 +10,23 @@
 //! while the agent reads. Every line must arrive in Kafka, in its service's topic, enriched with
 //! service, environment, pod, node, geo, user agent and route.
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 use serde_yaml::Value as Yaml;
 use skiff_tests::kafka::{Record, read_topics};
-use skiff_tests::{binary, eventually, kube_client, unique, workspace_root};
+use skiff_tests::pki::Ca;
+use skiff_tests::{binary, eventually, free_port, kube_client, unique, workspace_root};
 use skiff_tests::{env, require_peer};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -131,32 +129,6 @@ impl Drop for Process {
     }
 }
 
-/// A free loopback port (the webhook's URL must be known before it starts).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A test CA and the webhook's serving certificate for 127.0.0.1; returns the CA's PEM.
-fn write_webhook_certs(dir: &Path) -> String {
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_pem = params.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
-    fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
-    ca_pem
-}
-
 /// The shipped webhook policy (the ConfigMap in `manifests/base`), with `environment` for
 /// the test's namespace.
 fn shipped_policy(namespace: &str, environment: &str) -> String {
@@ -225,43 +197,6 @@ fn shipped_agent_config(setup: &AgentSetup) -> String {
         &format!("127.0.0.1:{}", setup.metrics_port),
     );
     serde_yaml::to_string(&config).unwrap()
-}
-
-/// Registers the webhook at `https://127.0.0.1:<port>/mutate` for `namespace` only, as the
-/// manifests do but with a loopback URL; `Fail`, so a webhook that is not called fails the test
-/// instead of admitting Deployments unmutated.
-async fn register_webhook(client: &Client, namespace: &str, port: u16, ca_pem: &str) {
-    let ca_bundle = serde_json::to_value(ByteString(ca_pem.as_bytes().to_vec())).unwrap();
-    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": { "name": namespace },
-        "webhooks": [{
-            "name": "deployments.skiff.dev",
-            "admissionReviewVersions": ["v1"],
-            "clientConfig": {
-                "url": format!("https://127.0.0.1:{port}/mutate"),
-                "caBundle": ca_bundle
-            },
-            "rules": [{
-                "apiGroups": ["apps"], "apiVersions": ["v1"],
-                "operations": ["CREATE", "UPDATE"], "resources": ["deployments"],
-                "scope": "Namespaced"
-            }],
-            "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": namespace } },
-            "failurePolicy": "Fail",
-            "sideEffects": "NoneOnDryRun",
-            "timeoutSeconds": 5,
-            "reinvocationPolicy": "IfNeeded"
-        }]
-    }))
-    .unwrap();
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .patch(
-            namespace,
-            &PatchParams::apply("skiff-e2e").force(),
-            &Patch::Apply(&config),
-        )
-        .await
-        .expect("registering the webhook");
 }
 
 /// A Deployment as a user writes it: an nginx container, no resources.
@@ -418,7 +353,8 @@ async fn a_deployment_is_made_production_ready_and_every_log_line_reaches_kafka_
         .expect("creating the default ServiceAccount");
 
     // skiff-webhook with the shipped policy, its reconciler watching the test's namespace.
-    let ca_pem = write_webhook_certs(&dir);
+    let ca = Ca::new();
+    ca.issue(&["127.0.0.1"], &dir.join("tls.crt"), &dir.join("tls.key"));
     let policy = dir.join("policy.yml");
     fs::write(&policy, shipped_policy(&namespace, environment)).unwrap();
     let port = free_port();
@@ -431,12 +367,7 @@ async fn a_deployment_is_made_production_ready_and_every_log_line_reaches_kafka_
         .arg(format!("--namespace={namespace}"))
         .env("KUBECONFIG", &kubeconfig);
     let mut webhook = Process::start("skiff-webhook", webhook_command, dir.join("webhook.log"));
-    let https = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let https = ca.client();
     let readyz = format!("https://127.0.0.1:{port}/readyz");
     eventually(
         &format!(
@@ -450,7 +381,15 @@ async fn a_deployment_is_made_production_ready_and_every_log_line_reaches_kafka_
         },
     )
     .await;
-    register_webhook(&client, &namespace, port, &ca_pem).await;
+    // `Fail`: a webhook that is not called fails the test instead of admitting Deployments unmutated.
+    skiff_tests::webhook::register(
+        &client,
+        &namespace,
+        &format!("https://127.0.0.1:{port}/mutate"),
+        &ca.pem,
+        "Fail",
+    )
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     // The API server picks a webhook configuration up asynchronously.
     eventually("the API server to call the webhook", PATIENCE, || async {

@@ -3,7 +3,6 @@
 //! (`clientConfig.url` on loopback) scoped to its own namespace, and checks what the API server
 //! stores. Tests run in parallel against one API server, so nothing is shared between them.
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -11,9 +10,9 @@ use k8s_openapi::api::core::v1::{LimitRange, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
-use skiff_tests::{env, eventually, kube_client, require_peer, unique};
+use skiff_tests::pki::Ca;
+use skiff_tests::{env, eventually, kube_client, require_peer, unique, write_atomically};
 use skiff_webhook::policy::Policy;
 use skiff_webhook::server::{self, Running};
 use std::path::{Path, PathBuf};
@@ -23,51 +22,6 @@ use std::time::Duration;
 /// reconciler, a reload) may take before a test fails.
 const PATIENCE: Duration = Duration::from_secs(30);
 const POLICY_HASH: &str = "skiff.dev/policy-hash";
-
-/// A test CA: issues the webhook's serving certificates.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let mut params = CertificateParams::default();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self {
-            issuer: Issuer::new(params, key),
-            pem,
-        }
-    }
-
-    /// A serving certificate for 127.0.0.1, written as `cert` and `key` (atomically, each by
-    /// a rename, as a Secret volume update would).
-    fn issue(&self, cert: &Path, key: &Path) {
-        let pair = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        let issued = params.signed_by(&pair, &self.issuer).unwrap();
-        write_atomically(key, &pair.serialize_pem());
-        write_atomically(cert, &issued.pem());
-    }
-
-    /// An HTTPS client that trusts this CA only.
-    fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap())
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap()
-    }
-}
-
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 /// One test's world: a namespace, a webhook, its configuration.
 struct Harness {
@@ -94,7 +48,7 @@ impl Harness {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("policy.yml"), policy).unwrap();
         let ca = Ca::new();
-        ca.issue(&dir.join("tls.crt"), &dir.join("tls.key"));
+        ca.issue(&["127.0.0.1"], &dir.join("tls.crt"), &dir.join("tls.key"));
         let mut harness = Self {
             client,
             namespace,
@@ -127,47 +81,16 @@ impl Harness {
         self.webhook = Some(running);
     }
 
-    /// Registers the webhook for this namespace only, the way the manifests do, but with a
-    /// loopback URL (a Service cannot point at loopback).
+    /// Registers the webhook for this namespace only (the shipped registration, with a loopback URL).
     async fn register(&self, failure_policy: &str) {
-        let ca_bundle = serde_json::to_value(ByteString(self.ca.pem.clone().into_bytes())).unwrap();
-        let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "metadata": { "name": self.namespace },
-            "webhooks": [{
-                "name": "deployments.skiff.dev",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": {
-                    "url": format!("https://127.0.0.1:{}/mutate", self.port),
-                    "caBundle": ca_bundle
-                },
-                "rules": [{
-                    "apiGroups": ["apps"], "apiVersions": ["v1"],
-                    "operations": ["CREATE", "UPDATE"], "resources": ["deployments"],
-                    "scope": "Namespaced"
-                }],
-                "namespaceSelector": {
-                    "matchLabels": { "kubernetes.io/metadata.name": self.namespace }
-                },
-                // Opted-out objects never reach the webhook.
-                "matchConditions": [{
-                    "name": "not-opted-out",
-                    "expression": "!has(object.metadata.annotations) || !('skiff.dev/inject' in object.metadata.annotations) || object.metadata.annotations['skiff.dev/inject'] != 'false'"
-                }],
-                "failurePolicy": failure_policy,
-                "sideEffects": "NoneOnDryRun",
-                "timeoutSeconds": 5,
-                "reinvocationPolicy": "IfNeeded"
-            }]
-        }))
-        .unwrap();
-        let api = Api::<MutatingWebhookConfiguration>::all(self.client.clone());
-        api.patch(
+        skiff_tests::webhook::register(
+            &self.client,
             &self.namespace,
-            &PatchParams::apply("skiff-e2e").force(),
-            &Patch::Apply(&config),
+            &format!("https://127.0.0.1:{}/mutate", self.port),
+            &self.ca.pem,
+            failure_policy,
         )
-        .await
-        .expect("registering the webhook");
+        .await;
     }
 
     /// The API server picks webhook configurations up asynchronously: dry-run creates until
@@ -536,7 +459,11 @@ async fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
         renewed.client().get(&url).send().await.is_err(),
         "not yet trusted"
     );
-    renewed.issue(&h.dir.join("tls.crt"), &h.dir.join("tls.key"));
+    renewed.issue(
+        &["127.0.0.1"],
+        &h.dir.join("tls.crt"),
+        &h.dir.join("tls.key"),
+    );
     let client = renewed.client();
     eventually("the new certificate to be served", PATIENCE, || async {
         client

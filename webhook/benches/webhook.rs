@@ -2,38 +2,51 @@
 //!
 //! 1. In-process (criterion): `mutate` on a typed Deployment, `review` of a decoded request, and
 //!    the whole handler's work from request bytes to response bytes.
-//! 2. HTTPS (whole run): many concurrent keep-alive clients against the webhook on loopback,
-//!    flat out and paced at 2,000 reviews/s: p50/p99 latency and reviews/s. Clients and server
-//!    share this machine's cores.
+//! 2. HTTPS (whole run): the release binary in its own process, as in a cluster, and a load
+//!    generator on one thread of this process: 64 concurrent HTTP/1.1 keep-alive connections
+//!    (what the API server opens to an in-cluster webhook: it speaks HTTP/1.1 to spread load
+//!    over replicas, kubernetes#82090), flat out and paced at 2,000 reviews/s, with the
+//!    webhook's CPU per review; then the same pace as streams of one HTTP/2 connection (what
+//!    the API server uses for a loopback URL, kubernetes#122558, as in part 3): p50/p99
+//!    latency and reviews/s. Clients and server share this machine's cores.
 //! 3. Through the real kube-apiserver (when `SKIFF_TEST_KUBECONFIG` names one): Deployment
 //!    creates in a namespace without the webhook and in one with it, interleaved; the
 //!    webhook's added p50/p99.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/support/certificates.rs"]
+mod certificates;
+#[path = "../tests/support/objects.rs"]
+mod objects;
 
+use certificates::Certificates;
 use criterion::{BatchSize, Criterion, Throughput};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use objects::{deployment, review};
 use serde_json::json;
+use skiff_tests::bench::cpu_seconds;
 use skiff_webhook::cluster::Detached;
 use skiff_webhook::mutate::{self, Context};
 use skiff_webhook::policy::Policy;
 use skiff_webhook::resources::Bounds;
 use std::hint::black_box;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Webhook, deployment, review};
+
+/// The allocator the webhook's binary has (`src/main.rs`), for the in-process figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Concurrent keep-alive clients of the HTTPS run.
 const CLIENTS: usize = 64;
-/// Length of each HTTPS run, after a one-second warm-up.
+/// Length of each HTTPS run, after a warm-up.
 const RUN: Duration = Duration::from_secs(5);
+const WARM_UP: Duration = Duration::from_secs(1);
 /// The paced rate of the target.
 const PACED_RATE: f64 = 2000.0;
 /// Deployment creates per namespace through the API server.
@@ -43,7 +56,11 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     in_process(&mut criterion);
     criterion.final_summary();
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    // One thread for the load generator: the webhook's process gets the rest of the machine.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let mut figures = runtime.block_on(https());
     figures.extend(runtime.block_on(through_the_api_server()));
     skiff_tests::bench::report(&figures);
@@ -90,16 +107,70 @@ fn in_process(c: &mut Criterion) {
     group.finish();
 }
 
-/// Latencies of one HTTPS run with [`CLIENTS`] keep-alive clients, each paced to
-/// `rate / CLIENTS` per second, or flat out without a rate.
-async fn load(webhook: &Webhook, rate: Option<f64>) -> (Vec<Duration>, f64) {
+/// The release binary serving on loopback, admitting only, its logs in a file.
+struct Served {
+    child: Child,
+    url: String,
+    certificates: Certificates,
+}
+
+impl Served {
+    async fn start() -> Self {
+        let certificates = Certificates::new();
+        let port = skiff_tests::free_port();
+        let logs = std::fs::File::create(std::env::temp_dir().join("skiff-bench-webhook.log"))
+            .expect("a log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff-webhook"))
+            .args(["--no-cluster", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(certificates.cert())
+            .arg("--tls-key")
+            .arg(certificates.key())
+            .stdout(Stdio::null())
+            .stderr(logs)
+            .spawn()
+            .expect("starting skiff-webhook");
+        let served = Self {
+            child,
+            url: format!("https://127.0.0.1:{port}"),
+            certificates,
+        };
+        let client = served.certificates.client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client
+            .get(format!("{}/readyz", served.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "skiff-webhook never got ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        served
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Latencies of one HTTPS run with [`CLIENTS`] concurrent requesters sharing `clients`
+/// round-robin, each paced to `rate / CLIENTS` per second, or flat out without a rate.
+async fn load(url: &str, clients: &[reqwest::Client], rate: Option<f64>) -> (Vec<Duration>, f64) {
     let body = bytes(review(deployment()));
-    let url = webhook.url("/mutate");
-    let warm_up = Instant::now() + Duration::from_secs(1);
+    let url = format!("{url}/mutate");
+    let warm_up = Instant::now() + WARM_UP;
     let end = warm_up + RUN;
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            let (client, url, body) = (webhook.client(), url.clone(), body.clone());
+            let (client, url, body) = (
+                clients[i % clients.len()].clone(),
+                url.clone(),
+                body.clone(),
+            );
             tokio::spawn(async move {
                 let mut pace = rate.map(|rate| {
                     let period = Duration::from_secs_f64(CLIENTS as f64 / rate);
@@ -143,10 +214,24 @@ async fn load(webhook: &Webhook, rate: Option<f64>) -> (Vec<Duration>, f64) {
 }
 
 async fn https() -> Vec<(&'static str, f64)> {
-    let webhook = Webhook::start().await;
-    let (flat_out, max_rate) = load(&webhook, None).await;
-    let (paced, paced_rate) = load(&webhook, Some(PACED_RATE)).await;
-    webhook.running.stop().await.expect("the webhook stops");
+    let served = Served::start().await;
+    let pid = served.child.id();
+    // One client each: a connection each, as many API server goroutines would open.
+    let http1: Vec<_> = (0..CLIENTS).map(|_| served.certificates.client()).collect();
+    let (flat_out, max_rate) = load(&served.url, &http1, None).await;
+    // The webhook's own CPU per review, TLS and HTTP included (warm-up reviews count too).
+    let cpu_before = cpu_seconds(pid);
+    let (paced, paced_rate) = load(&served.url, &http1, Some(PACED_RATE)).await;
+    let cpu_per_review =
+        (cpu_seconds(pid) - cpu_before) / (paced_rate * (RUN + WARM_UP).as_secs_f64());
+    let http2 = served
+        .certificates
+        .ca
+        .client_builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("an HTTP/2 client");
+    let (paced_h2, paced_h2_rate) = load(&served.url, &[http2], Some(PACED_RATE)).await;
     vec![
         ("https_clients", CLIENTS as f64),
         ("https_max_reviews_per_s", max_rate),
@@ -155,6 +240,13 @@ async fn https() -> Vec<(&'static str, f64)> {
         ("https_paced_reviews_per_s", paced_rate),
         ("https_paced_p50_ms", ms(percentile(&paced, 0.50))),
         ("https_paced_p99_ms", ms(percentile(&paced, 0.99))),
+        (
+            "https_paced_webhook_cpu_us_per_review",
+            cpu_per_review * 1e6,
+        ),
+        ("https_h2_paced_reviews_per_s", paced_h2_rate),
+        ("https_h2_paced_p50_ms", ms(percentile(&paced_h2, 0.50))),
+        ("https_h2_paced_p99_ms", ms(percentile(&paced_h2, 0.99))),
     ]
 }
 
@@ -186,33 +278,15 @@ async fn through_the_api_server() -> Vec<(&'static str, f64)> {
             .await
             .expect("a namespace");
     }
-    let webhook = Webhook::start().await;
-    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": { "name": hooked },
-        "webhooks": [{
-            "name": "deployments.skiff.dev",
-            "admissionReviewVersions": ["v1"],
-            "clientConfig": {
-                "url": webhook.url("/mutate"),
-                "caBundle": serde_json::to_value(ByteString(webhook.ca_pem.clone().into_bytes())).unwrap()
-            },
-            "rules": [{ "apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                        "resources": ["deployments"], "scope": "Namespaced" }],
-            "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": hooked } },
-            "failurePolicy": "Fail", "sideEffects": "NoneOnDryRun", "timeoutSeconds": 5,
-            "reinvocationPolicy": "IfNeeded"
-        }]
-    }))
-    .unwrap();
-    configs
-        .patch(
-            &hooked,
-            &PatchParams::apply("skiff-bench").force(),
-            &Patch::Apply(&config),
-        )
-        .await
-        .expect("registering the webhook");
+    let served = Served::start().await;
+    skiff_tests::webhook::register(
+        &client,
+        &hooked,
+        &format!("{}/mutate", served.url),
+        &served.certificates.ca.pem,
+        "Fail",
+    )
+    .await;
     let plain_api: Api<Deployment> = Api::namespaced(client.clone(), &plain);
     let hooked_api: Api<Deployment> = Api::namespaced(client.clone(), &hooked);
     // Wait for the API server to call the webhook.
@@ -246,11 +320,13 @@ async fn through_the_api_server() -> Vec<(&'static str, f64)> {
             latencies.push(started.elapsed());
         }
     }
-    let _ = configs.delete(&hooked, &DeleteParams::default()).await;
+    let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .delete(&hooked, &DeleteParams::default())
+        .await;
     for name in [&plain, &hooked] {
         let _ = namespaces.delete(name, &DeleteParams::default()).await;
     }
-    webhook.running.stop().await.expect("the webhook stops");
+    drop(served);
     without.sort();
     with.sort();
     let p = |l: &[Duration], q| ms(percentile(l, q));

@@ -7,6 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
+/// A review decodes, copies and encodes trees of small maps and strings: with glibc's malloc,
+/// allocation was a quarter of the webhook's CPU under load (perf); mimalloc is far faster.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {

@@ -13,7 +13,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use std::net::SocketAddr;
@@ -150,7 +151,11 @@ pub async fn start(options: Options) -> Result<Running> {
     };
 
     let handle = Handle::new();
-    let server = axum_server::bind_rustls(options.listen, tls)
+    // TCP_NODELAY, as Go's net/http sets it on the API server's side: a review's response must
+    // not wait for the ACK of the previous segment (Nagle) on a keep-alive connection.
+    let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
+    let server = axum_server::bind(options.listen)
+        .acceptor(acceptor)
         .handle(handle.clone())
         .serve(router(state).into_make_service());
     let graceful = {

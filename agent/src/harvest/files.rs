@@ -8,6 +8,11 @@
 //!   file means the old one was rotated away: the old one is checked at once, and files rotated
 //!   away are read to their current end before a new file of the same input is opened, so a
 //!   stream's lines usually keep their order across a rotation (guaranteed only per file).
+//! - A file renamed out of the patterns before it was opened (a rotation faster than the
+//!   agent) is opened by its new name when the backend reports the rename with both names
+//!   (eBPF, inotify; polling when it had listed the file under its old name), and harvested as
+//!   a file renamed away. Identity rules as for any file: found later under another name, it
+//!   is not read again.
 //! - A file renamed away or deleted is read to its end through its open descriptor, then closed
 //!   once idle for `close.removed` and every line read from it is acknowledged by every output
 //!   (committed in the registry): until then it stays pinned, so an output outage followed by
@@ -19,7 +24,8 @@
 //!   from its first byte, and the bytes between the read offset and the size last seen are
 //!   counted as lost.
 //! - Open files are looked at when an event names them, at every rescan, and otherwise with a
-//!   backoff (10 ms doubling while idle). A look is an `fstat`, and a read only when the file
+//!   backoff (10 ms doubling while idle), kept in a queue by time, so that waking up for the
+//!   next look costs nothing per idle file. A look is an `fstat`, and a read only when the file
 //!   grew. A new file, and a file idle for [`ARM_AFTER`], is armed: the backend is asked to
 //!   report its next write ([`FolderWatch::arm`]); the backoff's next looks (up to
 //!   [`ARM_AFTER`]) close the race with a write already under way, and then the file waits for
@@ -40,14 +46,16 @@ use crate::config::FilestreamConfig;
 use crate::metrics::{FileLabels, FileMetrics, LossLabels, LossReason};
 use crate::registry::{Checkpoint, Registry};
 use crate::watch::{FileId, FolderWatch, WatchEvent, WatchQueue, folder_patterns};
+use prometheus_client::metrics::gauge::Gauge;
 use regex::Regex;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -237,6 +245,9 @@ struct Open {
     /// Where it was last seen.
     current: PathBuf,
     labels: FileLabels,
+    /// Its `lag_bytes` and `age_seconds` gauges, set at every look without a lookup by label.
+    lag: Gauge,
+    age: Gauge<f64, AtomicU64>,
     harvester: Harvester,
     generation: Generation,
     presence: Presence,
@@ -276,6 +287,10 @@ pub struct Engine {
     metrics: FileMetrics,
     out: mpsc::Sender<Harvested>,
     open: HashMap<FileId, Open>,
+    /// The open files by the time of their next look, soonest first: an entry whose time is
+    /// no longer its file's `next_poll` is stale, and dropped when it comes up. So a wait for
+    /// the next look does not go over every open file.
+    looks: BinaryHeap<Reverse<(Instant, FileId)>>,
     by_path: HashMap<PathBuf, FileId>,
     /// Files closed while they still existed (inactive, limit): where to resume.
     closed: HashMap<FileId, Checkpoint>,
@@ -286,9 +301,9 @@ pub struct Engine {
     /// Files that failed to open, logged once each.
     unreadable: HashSet<PathBuf>,
     next_rescan: Instant,
-    /// Paths to look at again (events seen on syscall entry): when, which, and how often
-    /// already.
-    recheck: VecDeque<(Instant, PathBuf, u32)>,
+    /// Events to handle again (seen on syscall entry: a `Changed` path, or a rename): when,
+    /// which, and how often already.
+    recheck: VecDeque<(Instant, WatchEvent, u32)>,
     /// Batches read while the channel was full, oldest first.
     pending: VecDeque<Harvested>,
     /// The engine's output channel is closed: nothing more can be delivered.
@@ -321,6 +336,7 @@ impl Engine {
             metrics,
             out,
             open: HashMap::new(),
+            looks: BinaryHeap::new(),
             by_path: HashMap::new(),
             closed: HashMap::new(),
             waiting,
@@ -375,9 +391,10 @@ impl Engine {
             return FULL_WAIT;
         }
         let next = self
-            .open
-            .values()
-            .map(|open| open.next_poll)
+            .looks
+            .peek()
+            .map(|Reverse((at, _))| *at)
+            .into_iter()
             .chain(self.recheck.iter().map(|(due, _, _)| *due))
             .fold(self.next_rescan, Instant::min);
         match next.saturating_duration_since(now) {
@@ -387,45 +404,64 @@ impl Engine {
         }
     }
 
-    /// Looks again at the paths whose recheck is due: the syscall an event was seen entering
-    /// has completed by now. A path that does not exist yet (an `open(O_CREAT)` still in the
-    /// kernel) is looked at again, waiting twice as long each time, a few times.
+    /// Handles again the events whose recheck is due: the syscall an event was seen entering
+    /// has completed by now. A path that does not exist yet (an `open(O_CREAT)` or a
+    /// `rename` still in the kernel) is looked at again, waiting twice as long each time, a
+    /// few times.
     fn recheck_due(&mut self) {
         /// 1, 2, 4 … 128 ms after the event: then the safety rescan takes over.
         const ATTEMPTS: u32 = 8;
         let now = Instant::now();
         let mut due = Vec::new();
-        self.recheck.retain(|(at, path, attempt)| {
+        self.recheck.retain(|(at, event, attempt)| {
             let ready = *at <= now;
             if ready {
-                due.push((path.clone(), *attempt));
+                due.push((event.clone(), *attempt));
             }
             !ready
         });
-        for (path, attempt) in due {
-            let exists = std::fs::metadata(&path).is_ok();
-            self.apply(WatchEvent::Changed(path.clone()));
+        for (event, attempt) in due {
+            let exists = match &event {
+                WatchEvent::Changed(path) | WatchEvent::Renamed { to: path, .. } => {
+                    std::fs::metadata(path).is_ok()
+                }
+                WatchEvent::Removed(_) | WatchEvent::Written(_) => true,
+            };
+            self.apply(event.clone());
             if !exists && attempt + 1 < ATTEMPTS {
                 let wait = RECHECK * (1 << (attempt + 1));
-                self.recheck.push_back((now + wait, path, attempt + 1));
+                self.recheck.push_back((now + wait, event, attempt + 1));
             }
         }
     }
 
     fn handle(&mut self, event: WatchEvent) {
-        if self.options.events_on_entry
-            && let WatchEvent::Changed(path) | WatchEvent::Removed(path) = &event
-        {
-            // A symlink's target is named by the events, its link by the patterns.
-            let watched = self.aliases.get(path).unwrap_or(path);
-            if self.input_of(watched).is_some()
-                && !self.recheck.iter().any(|(_, queued, _)| queued == path)
+        if self.options.events_on_entry {
+            let again = match &event {
+                WatchEvent::Changed(path) | WatchEvent::Removed(path) => self
+                    .watched(path)
+                    .then(|| WatchEvent::Changed(path.clone())),
+                WatchEvent::Renamed { from, to } => {
+                    (self.watched(from) || self.watched(to) || self.by_path.contains_key(from))
+                        .then(|| event.clone())
+                }
+                WatchEvent::Written(_) => None,
+            };
+            if let Some(again) = again
+                && !self.recheck.iter().any(|(_, queued, _)| *queued == again)
             {
                 let at = Instant::now() + RECHECK;
-                self.recheck.push_back((at, path.clone(), 0));
+                self.recheck.push_back((at, again, 0));
             }
         }
         self.apply(event);
+    }
+
+    /// Whether `path` (or the link to it, for a symlink's target, which events name while
+    /// the patterns name the link) matches an input.
+    fn watched(&self, path: &Path) -> bool {
+        self.input_of(self.aliases.get(path).map_or(path, PathBuf::as_path))
+            .is_some()
     }
 
     fn apply(&mut self, event: WatchEvent) {
@@ -459,15 +495,48 @@ impl Engine {
                 let path = self.aliases.get(&path).cloned().unwrap_or(path);
                 self.suspect(&path);
             }
+            WatchEvent::Renamed { from, to } => {
+                let from = self.aliases.get(&from).cloned().unwrap_or(from);
+                self.suspect(&from);
+                if self.watched(&to) {
+                    self.apply(WatchEvent::Changed(to));
+                } else {
+                    self.renamed_away(&from, &to);
+                }
+            }
             WatchEvent::Written(id) => {
                 if let Some(open) = self.open.get_mut(&id) {
                     // Reported once: armed again when idle. Seen on entry, so the bytes may
                     // land after this look: the backoff's next looks find them.
                     open.armed = false;
                     open.backoff = RECHECK;
-                    open.next_poll = Instant::now();
+                    schedule(&mut self.looks, id, open, Instant::now());
                 }
             }
+        }
+    }
+
+    /// The file at `from` was renamed to `to`, which no pattern matches. When `from` was a
+    /// matching (or harvested) name and the file was not opened yet, as a file rotated away
+    /// before a busy agent got to it, it is harvested under its new name as a rotated file:
+    /// read to its end, then closed. Its identity is kept as any file's, so it is not read
+    /// again if it is found under another name later.
+    fn renamed_away(&mut self, from: &Path, to: &Path) {
+        let Some(input) = self
+            .by_path
+            .get(from)
+            .and_then(|id| self.open.get(id))
+            .map(|open| open.input)
+            .or_else(|| self.input_of(from))
+        else {
+            return;
+        };
+        let Ok(meta) = std::fs::metadata(to) else {
+            return; // gone already, or (seen on entry) not renamed yet
+        };
+        if meta.is_file() && !self.open.contains_key(&FileId::of(&meta)) {
+            tracing::debug!(from = %from.display(), to = %to.display(), "renamed out of the patterns before it was opened");
+            self.found(input, to, &meta, true);
         }
     }
 
@@ -477,10 +546,12 @@ impl Engine {
 
     /// The file last seen at `path` may have moved or gone: look at it now.
     fn suspect(&mut self, path: &Path) {
-        if let Some(open) = self.by_path.get(path).and_then(|id| self.open.get_mut(id)) {
+        if let Some(&id) = self.by_path.get(path)
+            && let Some(open) = self.open.get_mut(&id)
+        {
             open.check_path = true;
             open.rotated = true;
-            open.next_poll = Instant::now();
+            schedule(&mut self.looks, id, open, Instant::now());
         }
     }
 
@@ -547,7 +618,7 @@ impl Engine {
         for (id, open) in &mut self.open {
             // Idle files waiting for a write event get a look: the safety net for one missed.
             if open.armed {
-                open.next_poll = now;
+                schedule(&mut self.looks, *id, open, now);
             }
             if !seen.contains(id) && open.presence == Presence::Live {
                 open.check_path = true;
@@ -570,7 +641,7 @@ impl Engine {
             // Another file took the path: the old one was rotated away.
             old.check_path = true;
             old.rotated = true;
-            old.next_poll = Instant::now();
+            schedule(&mut self.looks, previous, old, Instant::now());
         }
         if let Some(open) = self.open.get_mut(&id) {
             if open.current != path {
@@ -585,7 +656,7 @@ impl Engine {
                 open.presence = Presence::Live; // renamed back into a watched name
             }
             if urgent {
-                open.next_poll = Instant::now();
+                schedule(&mut self.looks, id, open, Instant::now());
             }
             return;
         }
@@ -667,24 +738,36 @@ impl Engine {
                 return;
             }
         };
-        tracing::info!(input = %spec.id, path = %path.display(), offset, "harvesting");
+        // A name no pattern matches: a file renamed away before it was opened.
+        let matched = spec.matches(path);
+        tracing::info!(input = %spec.id, path = %path.display(), offset, rotated = !matched, "harvesting");
         self.unreadable.remove(path);
         let now = Instant::now();
         self.by_path.insert(path.to_path_buf(), id);
+        let labels = FileLabels {
+            path: path.to_string_lossy().into_owned(),
+        };
         self.open.insert(
             id,
             Open {
                 input,
                 path: path.into(),
                 current: path.to_path_buf(),
-                labels: FileLabels {
-                    path: path.to_string_lossy().into_owned(),
-                },
+                lag: self.metrics.lag_bytes.get_or_create(&labels).clone(),
+                age: self.metrics.age_seconds.get_or_create(&labels).clone(),
+                labels,
                 harvester,
                 generation,
-                presence: Presence::Live,
+                presence: if matched {
+                    Presence::Live
+                } else {
+                    Presence::Gone {
+                        since: now,
+                        deleted: false,
+                    }
+                },
                 check_path: false,
-                rotated: false,
+                rotated: !matched,
                 last_data: now,
                 last_size: meta.len(),
                 next_poll: now,
@@ -694,6 +777,7 @@ impl Engine {
                 armed: self.folders.as_mut().is_some_and(|watch| watch.arm(id)),
             },
         );
+        self.looks.push(Reverse((now, id)));
         self.metrics.open_files.set(self.open.len() as i64);
     }
 
@@ -746,16 +830,29 @@ impl Engine {
         let now = Instant::now();
         // Files coming due soon, relative to their backoff, are looked at in this round: a
         // look a little early costs one `fstat`, while thousands of idle files coming due one
-        // by one would wake the engine (and its scans over every file) a thousand times a second.
-        let due: Vec<FileId> = self
-            .open
-            .iter()
-            .filter(|(_, open)| open.next_poll <= now + open.backoff / 8)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        // by one would wake the engine a thousand times a second.
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, id))) = self.looks.peek() {
+            match self.open.get(&id) {
+                Some(open) if open.next_poll == at => {
+                    if at > now + open.backoff / 8 {
+                        break;
+                    }
+                    due.push(id);
+                }
+                _ => {} // closed, or looked at since: stale
+            }
+            self.looks.pop();
+        }
+        for (n, &id) in due.iter().enumerate() {
             if self.closed_out || self.pending.len() >= MAX_PENDING {
-                return;
+                // Not looked at (the outputs are behind): still due.
+                for &id in &due[n..] {
+                    if let Some(open) = self.open.get(&id) {
+                        self.looks.push(Reverse((open.next_poll, id)));
+                    }
+                }
+                break;
             }
             self.poll(id);
         }
@@ -913,15 +1010,9 @@ impl Engine {
         let at_end = read < READ_BUDGET;
         let read_offset = open.harvester.read_offset();
         let lag = open.last_size.max(read_offset) - read_offset;
-        self.metrics
-            .lag_bytes
-            .get_or_create(&open.labels)
-            .set(lag as i64);
+        open.lag.set(lag as i64);
         if at_end && let Ok(age) = meta.modified().map(|m| m.elapsed().unwrap_or_default()) {
-            self.metrics
-                .age_seconds
-                .get_or_create(&open.labels)
-                .set(age.as_secs_f64());
+            open.age.set(age.as_secs_f64());
         }
         if !lines.is_empty() || truncated {
             let batch = Harvested::Lines(Batch {
@@ -945,7 +1036,7 @@ impl Engine {
             Presence::Gone { .. } => self.options.check_interval.min(input.close_removed / 2),
         };
         let live = open.presence == Presence::Live;
-        open.next_poll = if !at_end {
+        let next_poll = if !at_end {
             now // more to read: after the other files' turns
         } else if open.armed && live && read == 0 && open.backoff >= ARM_AFTER {
             // Idle and armed for a while: the backend reports the next write, and the safety
@@ -956,6 +1047,7 @@ impl Engine {
             open.backoff = (open.backoff * 2).min(longest);
             now + wait
         };
+        schedule(&mut self.looks, id, open, next_poll);
         if at_end && read == 0 && live && !open.armed && open.backoff >= ARM_AFTER {
             // The look after the one scheduled above sees a write that was under way.
             open.armed = self.folders.as_mut().is_some_and(|watch| watch.arm(id));
@@ -991,7 +1083,14 @@ impl Engine {
         if self.by_path.get(&open.current) == Some(&id) {
             self.by_path.remove(&open.current);
         }
-        self.metrics.closed(&open.labels);
+        // The file that took its name (same labels) shares its gauges and stays open.
+        if !self
+            .by_path
+            .get(open.path.as_ref())
+            .is_some_and(|other| self.open.contains_key(other))
+        {
+            self.metrics.closed(&open.labels);
+        }
         self.metrics.open_files.set(self.open.len() as i64);
         let checkpoint = Checkpoint {
             id,
@@ -1038,6 +1137,17 @@ impl Engine {
     }
 }
 
+/// Looks at the open file `id` next at `at`.
+fn schedule(
+    looks: &mut BinaryHeap<Reverse<(Instant, FileId)>>,
+    id: FileId,
+    open: &mut Open,
+    at: Instant,
+) {
+    open.next_poll = at;
+    looks.push(Reverse((at, id)));
+}
+
 /// Every line read from `open` (whose metadata is `meta`) was acknowledged by every output:
 /// the registry holds this very file at or beyond it.
 fn delivered(registry: &Registry, id: FileId, open: &Open, meta: &Metadata) -> bool {
@@ -1071,8 +1181,8 @@ mod tests {
         let config = WatchConfig {
             backend: BackendKind::Poll,
             scan_frequency: Duration::from_millis(50),
+            rescan: Duration::from_millis(50),
             check_interval: Duration::from_millis(50),
-            ..WatchConfig::default()
         };
         let watch = crate::watch::start(&config, &input.paths).unwrap();
         let registry = Registry::open(&RegistryConfig {
@@ -1222,8 +1332,8 @@ mod tests {
             &WatchConfig {
                 backend: BackendKind::Poll,
                 scan_frequency: Duration::from_millis(20),
+                rescan: Duration::from_millis(20),
                 check_interval: Duration::from_millis(20),
-                ..WatchConfig::default()
             },
             &input.paths,
         )

@@ -5,12 +5,15 @@
 //! by name, which is all the engine needs. It cannot see a folder's files before the folder is
 //! watched, so a new folder (`Changed` on a directory) makes the engine rescan, which also adds
 //! the new folder's watch. `IN_Q_OVERFLOW` (the kernel's queue was full) asks for a rescan too.
+//! A rename within or between watched folders comes as `IN_MOVED_FROM` and `IN_MOVED_TO` with
+//! one cookie: paired, they are a [`WatchEvent::Renamed`], which names the file's new name
+//! even when no pattern matches it.
 
 use super::{WatchEvent, WatchSender};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,9 @@ use std::sync::{Arc, Mutex};
 
 /// How long the reader thread sleeps in `poll` before checking whether the watch is gone.
 const POLL_TIMEOUT_MS: u16 = 100;
+/// Renames whose `IN_MOVED_TO` may still come: the kernel queues the two halves one after the
+/// other, but a read may end between them.
+const MOVES_PENDING: usize = 64;
 
 /// The events a folder watch asks for.
 fn mask() -> WatchMask {
@@ -113,6 +119,8 @@ fn read_events(
     let mut buffer = vec![0; 64 * 1024];
     // Writes arrive as one MODIFY per write(2): one hint per file per read is enough.
     let mut changed = HashSet::new();
+    // The `IN_MOVED_FROM` paths by cookie, newest last.
+    let mut moved_from: VecDeque<(u32, PathBuf)> = VecDeque::new();
     while !stop.load(Ordering::SeqCst) {
         let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(POLL_TIMEOUT_MS)) {
@@ -148,11 +156,30 @@ fn read_events(
                 continue;
             };
             let path = folder.join(name);
-            let removed = event
+            let from = event
                 .mask
-                .intersects(EventMask::DELETE | EventMask::MOVED_FROM);
-            let sent = if removed {
+                .contains(EventMask::MOVED_TO)
+                .then(|| {
+                    moved_from
+                        .iter()
+                        .position(|(cookie, _)| *cookie == event.cookie)
+                })
+                .flatten()
+                .and_then(|at| moved_from.remove(at));
+            let sent = if let Some((_, from)) = from {
+                changed.insert(path.clone());
+                tx.send(WatchEvent::Renamed { from, to: path })
+            } else if event
+                .mask
+                .intersects(EventMask::DELETE | EventMask::MOVED_FROM)
+            {
                 changed.remove(&path);
+                if event.mask.contains(EventMask::MOVED_FROM) {
+                    if moved_from.len() == MOVES_PENDING {
+                        moved_from.pop_front();
+                    }
+                    moved_from.push_back((event.cookie, path.clone()));
+                }
                 tx.send(WatchEvent::Removed(path))
             } else if changed.insert(path.clone()) {
                 tx.send(WatchEvent::Changed(path))

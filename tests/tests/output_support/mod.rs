@@ -6,6 +6,7 @@
 
 use serde_json::{Value, json};
 use skiff_agent::process::Event;
+use skiff_tests::pki::Ca;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The event of line `n` of a file: `log.offset` is `n`, `message` names `run` and `n`.
@@ -85,32 +86,17 @@ pub struct Pki {
 
 /// Writes a CA, a server certificate it signs, and an unrelated CA into `dir`.
 pub fn pki(dir: &std::path::Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca = |file: &str| {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let path = dir.join(file);
-        std::fs::write(&path, cert.pem()).unwrap();
-        (path, Issuer::new(params, key))
+    let (ca, other) = (Ca::new(), Ca::new());
+    let pki = Pki {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        other_ca: dir.join("other-ca.crt"),
     };
-    let (ca_path, issuer) = ca("ca.crt");
-    let (other_ca, _) = ca("other-ca.crt");
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    Pki {
-        ca: ca_path,
-        cert: cert_path,
-        key: key_path,
-        other_ca,
-    }
+    std::fs::write(&pki.ca, &ca.pem).unwrap();
+    std::fs::write(&pki.other_ca, &other.pem).unwrap();
+    ca.issue(&["127.0.0.1", "localhost"], &pki.cert, &pki.key);
+    pki
 }
 
 /// A private instance of the Beats peer's server (the same go-lumber binary, found through the
@@ -137,11 +123,7 @@ impl BeatsServer {
             .unwrap_or_else(|err| panic!("reading {}: {err}", pid_file.display()));
         let binary = std::fs::read_link(format!("/proc/{}/exe", pid.trim()))
             .unwrap_or_else(|err| panic!("finding the beats peer's binary (pid {pid}): {err}"));
-        // A free port: bound by the OS, released, then handed to the server.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .to_string();
+        let addr = format!("127.0.0.1:{}", skiff_tests::free_port());
         let output = dir.join("events.ndjson");
         let mut args = vec![
             "-listen".to_string(),

@@ -1,11 +1,14 @@
 //! Apache Kafka: one KRaft node that is broker and controller at once, on 127.0.0.1:19092, with a
-//! second listener on 127.0.0.1:19094 that requires SASL/PLAIN (one user, [`SASL_USERNAME`]).
+//! listener on 127.0.0.1:19094 that requires SASL (PLAIN or SCRAM-SHA-512, one user,
+//! [`SASL_USERNAME`]) and one on 127.0.0.1:19095 that speaks TLS (a certificate from the peer's
+//! own CA, whose PEM the tests trust).
 //!
 //! The broker runs from Kafka's own jars on Maven Central (`kafka_2.13` and its dependencies,
 //! listed in `tests/peers/kafka/pom.xml`) rather than from the release tarball, because Maven
 //! Central is a registry every machine of the project reaches.
 
-use super::{Ctx, Peer};
+use super::{Ctx, Peer, tcp_open};
+use crate::certs::Ca;
 use crate::cmd;
 use anyhow::{Context, Result, bail, ensure};
 use std::fs;
@@ -19,6 +22,8 @@ use std::time::Duration;
 const BROKER: &str = "127.0.0.1:19092";
 /// Where clients that authenticate with SASL/PLAIN reach the broker.
 const SASL_BROKER: &str = "127.0.0.1:19094";
+/// Where clients that speak TLS reach the broker.
+const TLS_BROKER: &str = "127.0.0.1:19095";
 /// The one SASL user, and its password: test credentials on a loopback-only broker.
 const SASL_USERNAME: &str = "skiff";
 const SASL_PASSWORD: &str = "skiff-test-secret";
@@ -27,6 +32,9 @@ const CONTROLLER: &str = "127.0.0.1:19093";
 /// The cluster id the storage is formatted with: the base64url of the 16 bytes
 /// `skiff-test-kafka`. Fixed, so a formatted data folder always matches the config.
 const CLUSTER_ID: &str = "c2tpZmYtdGVzdC1rYWZrYQ";
+/// What the storage is formatted with, recorded beside it: storage formatted by an older
+/// version of this peer (before the SCRAM user) is formatted again; its data is test data.
+const FORMAT: &str = "2: SCRAM-SHA-512 user";
 
 /// The Kafka broker peer.
 pub struct Kafka;
@@ -77,21 +85,34 @@ impl Peer for Kafka {
     fn start(&self, ctx: &Ctx) -> Result<()> {
         let state = ctx.state(self)?;
         let data = state.join("data");
+        let keystore = write_keystore(&state.join("pki"))?;
         let config = state.join("server.properties");
-        fs::write(&config, server_properties(&data))
+        fs::write(&config, server_properties(&data, &keystore))
             .with_context(|| format!("writing {}", config.display()))?;
         // A KRaft node refuses to start on unformatted storage; formatting again would fail
-        // once there is data, so it happens only on the first start.
-        if !data.join("meta.properties").exists() {
+        // once there is data, so it happens only on the first start (or for an older format).
+        let format_file = state.join("format");
+        if fs::read_to_string(&format_file).ok().as_deref() != Some(FORMAT) {
+            if data.exists() {
+                fs::remove_dir_all(&data)
+                    .with_context(|| format!("removing {}", data.display()))?;
+            }
             let formatted = cmd::output(
                 self.java(ctx)
                     .arg("-Dskiff.kafka.log.level=WARN")
                     .args(["kafka.tools.StorageTool", "format", "--config"])
                     .arg(&config)
-                    .args(["--cluster-id", CLUSTER_ID]),
+                    .args(["--cluster-id", CLUSTER_ID])
+                    // SCRAM credentials live in the cluster's metadata, written at format time.
+                    .arg("--add-scram")
+                    .arg(format!(
+                        "SCRAM-SHA-512=[name={SASL_USERNAME},password={SASL_PASSWORD}]"
+                    )),
             )
             .context("formatting the Kafka storage")?;
             eprint!("{formatted}");
+            fs::write(&format_file, FORMAT)
+                .with_context(|| format!("writing {}", format_file.display()))?;
         }
         let mut broker = self.java(ctx);
         broker.arg("kafka.Kafka").arg(&config);
@@ -101,9 +122,10 @@ impl Peer for Kafka {
     /// Speaks the Kafka protocol to the broker: an open port is not enough, since the port is
     /// bound (and connections queue) long before the broker has caught up with the controller
     /// and serves requests.
-    /// Both listeners are checked: a broker started with an older `server.properties` (before
-    /// the SASL listener) is not the peer the tests expect.
+    /// Every listener is checked: a broker started with an older `server.properties` (before
+    /// the SASL or TLS listener) is not the peer the tests expect.
     fn healthy(&self, _ctx: &Ctx) -> Result<()> {
+        tcp_open(TLS_BROKER)?;
         // ApiVersions is answered before authentication, on the SASL listener too.
         for addr in [BROKER, SASL_BROKER] {
             let apis = api_versions(addr)?;
@@ -116,9 +138,12 @@ impl Peer for Kafka {
         Ok(())
     }
 
-    fn env(&self, _ctx: &Ctx) -> Vec<(&'static str, String)> {
+    fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
+        let ca = ctx.state_root.join(self.name()).join("pki/ca.crt");
         vec![
             ("SKIFF_TEST_KAFKA", BROKER.to_string()),
+            ("SKIFF_TEST_KAFKA_TLS", TLS_BROKER.to_string()),
+            ("SKIFF_TEST_KAFKA_TLS_CA", ca.display().to_string()),
             ("SKIFF_TEST_KAFKA_SASL", SASL_BROKER.to_string()),
             ("SKIFF_TEST_KAFKA_SASL_USERNAME", SASL_USERNAME.to_string()),
             ("SKIFF_TEST_KAFKA_SASL_PASSWORD", SASL_PASSWORD.to_string()),
@@ -149,21 +174,35 @@ impl Kafka {
     }
 }
 
+/// The broker's certificate for 127.0.0.1 from the peer's CA (made once), and its key, in one
+/// PEM file: Kafka's PEM keystore. Returns its path.
+fn write_keystore(pki: &Path) -> Result<std::path::PathBuf> {
+    let ca = Ca::load_or_create(pki, "skiff-test-kafka-ca")?;
+    let issued = ca.issue_server(pki, "broker", &["127.0.0.1", "localhost"])?;
+    let keystore = pki.join("broker-keystore.pem");
+    let pem = fs::read_to_string(&issued.key)? + &fs::read_to_string(&issued.cert)?;
+    fs::write(&keystore, pem).with_context(|| format!("writing {}", keystore.display()))?;
+    Ok(keystore)
+}
+
 /// The broker's `server.properties`: a single node, everything on loopback; the broker and
-/// controller talk over PLAINTEXT, clients over PLAINTEXT or SASL_PLAINTEXT.
-fn server_properties(data: &Path) -> String {
+/// controller talk over PLAINTEXT, clients over PLAINTEXT, SASL_PLAINTEXT or SSL.
+fn server_properties(data: &Path, keystore: &Path) -> String {
     format!(
         "# Written by `cargo xtask peers up` (xtask/src/peers/kafka.rs) on every start.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{CONTROLLER}
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://{BROKER},SASL_PLAINTEXT://{SASL_BROKER},CONTROLLER://{CONTROLLER}
-advertised.listeners=PLAINTEXT://{BROKER},SASL_PLAINTEXT://{SASL_BROKER}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://{BROKER},SASL_PLAINTEXT://{SASL_BROKER},SSL://{TLS_BROKER},CONTROLLER://{CONTROLLER}
+advertised.listeners=PLAINTEXT://{BROKER},SASL_PLAINTEXT://{SASL_BROKER},SSL://{TLS_BROKER}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
-sasl.enabled.mechanisms=PLAIN
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USERNAME}=\"{SASL_PASSWORD}\";
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location={keystore}
 log.dirs={data}
 num.partitions=3
 auto.create.topics.enable=true
@@ -183,7 +222,8 @@ num.network.threads=2
 num.io.threads=2
 background.threads=2
 ",
-        data = data.display()
+        data = data.display(),
+        keystore = keystore.display()
     )
 }
 
