@@ -25,14 +25,16 @@ use aya_ebpf::maps::{HashMap, LpmTrie, PerCpuArray, RingBuf};
 use aya_ebpf::programs::TracePointContext;
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use skiff_ebpf_common::{
-    ArgOffsets, FileEvent, Folder, KernelOffsets, MAX_FILES, MAX_FOLDERS, MAX_PREFIXES, PATH_MAX,
+    ArgOffsets, FileEvent, FileRecord, Folder, KernelOffsets, MAX_FILES, MAX_FOLDERS, MAX_PREFIXES, PATH_MAX,
     PREFIX_MAX, WriteEvent, kind, slot,
 };
 
-/// Size of [`EVENTS`]: 16 MiB hold about 2,000 events. Opens for writing under log folders are
+/// Size of [`EVENTS`]: 2 MiB hold about 15,000 opens (a record is the event and its path, about
+/// 140 bytes) or 450 renames of files with long paths. Opens for writing under log folders are
 /// rare (writers keep their files open), but a burst, e.g. a node starting many containers,
-/// must not overflow it; when it does, user space rescans.
-const RING_BYTES: u32 = 16 << 20;
+/// must not overflow it; when it does, user space rescans. The agent maps the ring twice
+/// (the kernel's wrap-around view), so its resident memory grows by twice this.
+const RING_BYTES: u32 = 2 << 20;
 /// `AT_FDCWD`: the path is relative to the current working directory.
 const AT_FDCWD: i64 = -100;
 /// Open flags that may create or change a file; plain reads are not reported.
@@ -59,6 +61,10 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// it would take half of the 512-byte eBPF stack.
 #[map]
 static SCRATCH: PerCpuArray<Key<[u8; PREFIX_MAX]>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where [`report`] and [`try_ftruncate`] build a record before sending the part in use.
+#[map]
+static STAGING: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static ARG_OFFSETS: ArgOffsets = ArgOffsets([0; slot::COUNT]);
@@ -202,40 +208,54 @@ fn report(kind: u32, flags: u64, paths: [(i64, u64); 2], count: usize) -> Result
     if first.is_none() && second.is_none() {
         return Ok(());
     }
-    let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
-        count_lost();
-        return Ok(());
-    };
-    let event = entry.as_mut_ptr();
+    let record = STAGING.get_ptr_mut(0).ok_or(-1i64)?;
     let folders = [first.unwrap_or_default(), second.unwrap_or_default()];
-    // SAFETY: `event` points at a reserved, exclusively owned ring buffer record; only raw
-    // field writes, no reference to the uninitialised record.
+    // SAFETY: `record` points at this CPU's slot, which nothing else uses while this program
+    // runs; only raw field writes.
     unsafe {
-        (*event).kind = kind;
-        (*event).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        (*event).flags = flags as u32;
-        (*event).count = count as u32;
-        (*event).folders = folders;
-        (*event).lens = [0; 2];
+        (*record).event = FileEvent {
+            kind,
+            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            flags: flags as u32,
+            count: count as u32,
+            folders,
+            lens: [0; 2],
+        };
     }
+    // The second path starts right after the first one's NUL.
+    let mut at = 0usize;
     for (i, &(_, path)) in paths.iter().enumerate().take(count.min(2)) {
-        // SAFETY: as above.
+        // SAFETY: as above; `at` <= PATH_MAX, so PATH_MAX bytes from it stay in `paths`.
         let len = unsafe {
             bpf_probe_read_user_str(
-                addr_of_mut!((*event).paths[i]).cast(),
+                addr_of_mut!((*record).paths).cast::<u8>().add(at).cast(),
                 PATH_MAX as u32,
                 path as *const core::ffi::c_void,
             )
         };
-        if len <= 1 {
-            entry.discard(0);
+        if len <= 1 || len > PATH_MAX as i64 {
             return Err(len);
         }
         // SAFETY: as above.
-        unsafe { (*event).lens[i] = len as u32 - 1 };
+        unsafe { (*record).event.lens[i] = len as u32 - 1 };
+        at += len as usize;
     }
-    entry.submit(0);
+    send(record, at);
     Ok(())
+}
+
+/// Sends the event of `record` and the first `paths` bytes of its paths, or counts it lost.
+#[inline(always)]
+fn send(record: *const FileRecord, paths: usize) {
+    let len = FileRecord::sent_len(paths);
+    if len > size_of::<FileRecord>() {
+        return; // cannot happen; tells the verifier the bytes are in the map value
+    }
+    // SAFETY: `record` is this CPU's map value, `len` bytes of it are in bounds.
+    let bytes = unsafe { core::slice::from_raw_parts(record.cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost();
+    }
 }
 
 /// Counts an event [`EVENTS`] had no room for, so user space knows to rescan.
@@ -383,32 +403,29 @@ fn try_ftruncate(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let name = kernel_u64(dentry, o.dentry_name)?;
-    let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
-        count_lost();
-        return Ok(());
-    };
-    let event = entry.as_mut_ptr();
+    let record = STAGING.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: as in `report`; the name is a kernel string.
     let len = unsafe {
-        (*event).kind = kind::FTRUNCATE;
-        (*event).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        (*event).flags = 0;
-        (*event).count = 1;
-        (*event).folders = [folder, Folder::default()];
-        (*event).lens = [0; 2];
+        (*record).event = FileEvent {
+            kind: kind::FTRUNCATE,
+            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            flags: 0,
+            count: 1,
+            folders: [folder, Folder::default()],
+            lens: [0; 2],
+        };
         aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
-            addr_of_mut!((*event).paths[0]).cast(),
+            addr_of_mut!((*record).paths).cast(),
             PATH_MAX as u32,
             name as *const core::ffi::c_void,
         )
     };
-    if len <= 1 {
-        entry.discard(0);
+    if len <= 1 || len > PATH_MAX as i64 {
         return Err(len);
     }
     // SAFETY: as above.
-    unsafe { (*event).lens[0] = len as u32 - 1 };
-    entry.submit(0);
+    unsafe { (*record).event.lens[0] = len as u32 - 1 };
+    send(record, len as usize);
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 //! - rotation detection latency per backend: from just before `rename()` + `open(O_CREAT)` to
 //!   the engine's batch holding the new file's first line, p50/p99.
 //! - idle cost per backend: CPU (percent of one core) and RSS growth with 10,000 idle watched
-//!   files open, over one safety rescan period.
+//!   files open, over one safety rescan period, each backend in a process of its own (memory
+//!   the benchmarks before it freed would otherwise be reused and hide what the engine holds).
 //!
 //! The eBPF figures need root; without it they are left out (and said so).
 
@@ -26,6 +27,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// Memory figures mean what they would in the agent's binary only with its allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const LINE_LEN: usize = 200;
 /// Rotations timed per event backend; polling detects at `scan_frequency`, so fewer.
 const ROTATIONS: usize = 1000;
@@ -36,6 +41,8 @@ const IDLE_FILES: usize = 10_000;
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
 /// The poll backend's scan period while rotation latency is measured (its latency).
 const FAST_SCAN: Duration = Duration::from_millis(100);
+/// Set in the process that measures one backend's idle cost, to the backend's name.
+const IDLE_BACKEND: &str = "SKIFF_BENCH_IDLE_BACKEND";
 
 fn lines(count: usize) -> Vec<u8> {
     let mut data = Vec::with_capacity(count * LINE_LEN);
@@ -325,6 +332,27 @@ fn idle_cost(backend: BackendKind) -> (f64, f64) {
     (100.0 * cpu / IDLE_WINDOW.as_secs_f64(), rss)
 }
 
+/// [`idle_cost`] of `backend` in a new process of this benchmark.
+fn idle_cost_alone(backend: &str) -> (f64, f64) {
+    let exe = std::env::current_exe().expect("the benchmark's path");
+    let output = std::process::Command::new(exe)
+        .env(IDLE_BACKEND, backend)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("the idle cost's process");
+    assert!(
+        output.status.success(),
+        "idle cost of {backend}: {}",
+        output.status
+    );
+    let text = String::from_utf8(output.stdout).expect("figures");
+    let figures: Vec<f64> = text
+        .split_whitespace()
+        .map(|figure| figure.parse().expect("a number"))
+        .collect();
+    (figures[0], figures[1])
+}
+
 fn cpu_seconds() -> f64 {
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .expect("getrusage");
@@ -356,6 +384,12 @@ fn main() {
         .expect("getrlimit");
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
         .expect("setrlimit");
+    if let Ok(backend) = std::env::var(IDLE_BACKEND) {
+        let backend: BackendKind = serde_yaml::from_str(&backend).expect("a backend's name");
+        let (cpu, rss) = idle_cost(backend);
+        println!("{cpu} {rss}");
+        return;
+    }
     let mut criterion = Criterion::default().configure_from_args();
     split_lines(&mut criterion);
     criterion.final_summary();
@@ -381,7 +415,7 @@ fn main() {
     }
     for (backend, name, rotations) in backends {
         let (p50, p99) = rotation_latency(backend, rotations);
-        let (cpu, rss) = idle_cost(backend);
+        let (cpu, rss) = idle_cost_alone(name);
         let metric = |what: &str| -> &'static str { format!("{name}_{what}").leak() };
         figures.extend([
             (metric("rotation_latency_p50_ms"), p50),

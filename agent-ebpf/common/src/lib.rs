@@ -170,6 +170,11 @@ pub mod kind {
 /// A syscall on a path under a watched folder, seen on entry (so it may still fail: user space
 /// checks the file itself). Each path is absolute (its folder is zero) or relative to the
 /// watched folder in `folders`.
+///
+/// In the ring buffer a `FileEvent` is followed by the bytes of its paths, each NUL-terminated,
+/// one after the other, and nothing more: a record is [`FileRecord::sent_len`] bytes, about a
+/// hundred for an open rather than the 8 KiB of two whole path buffers, so the ring holds tens
+/// of thousands of them.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FileEvent {
@@ -179,14 +184,29 @@ pub struct FileEvent {
     pub pid: u32,
     /// The open flags (`O_CREAT`, `O_TRUNC`, `O_WRONLY`, ...), for [`kind::OPEN`].
     pub flags: u32,
-    /// How many of `paths` are in use (1, or 2 for a rename).
+    /// How many paths follow (1, or 2 for a rename).
     pub count: u32,
     /// The folder each path is relative to, zero for an absolute path.
     pub folders: [Folder; 2],
-    /// Bytes of each path in use, without the terminating NUL.
+    /// Bytes of each path, without the terminating NUL.
     pub lens: [u32; 2],
-    /// The paths as the process passed them, NUL-terminated.
-    pub paths: [[u8; PATH_MAX]; 2],
+}
+
+/// Where the eBPF programs build a [`FileEvent`] and its paths before sending the part in use
+/// (a per-CPU map value: 8 KiB would not fit on the eBPF stack).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileRecord {
+    pub event: FileEvent,
+    /// The paths, NUL-terminated, the second right after the first's NUL.
+    pub paths: [u8; 2 * PATH_MAX],
+}
+
+impl FileRecord {
+    /// Bytes sent of the record of an event whose paths take `paths` bytes, NULs included.
+    pub const fn sent_len(paths: usize) -> usize {
+        core::mem::size_of::<FileEvent>() + paths
+    }
 }
 
 /// A write to an armed harvested file (see [`FILES`]), seen on entry: the bytes may land a
@@ -206,6 +226,7 @@ pub struct WriteEvent {
 // padding, so every bit pattern is a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FileEvent {}
+
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Folder {}
 #[cfg(feature = "user")]

@@ -7,7 +7,6 @@
 //! many fields in anonymous unions. aya-obj parses BTF too, but keeps struct members private.
 
 use skiff_ebpf_common::KernelOffsets;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Where the kernel publishes its BTF.
@@ -38,20 +37,34 @@ pub enum BtfError {
     NoField(String),
 }
 
+/// A type record's fixed part.
 struct Type {
     kind: u32,
     name: u32,
     /// The referenced type, for typedefs and qualifiers.
     referenced: u32,
-    /// (name, type, offset in bits), for structs and unions.
-    members: Vec<(u32, u32, u32)>,
+    /// Members, for structs and unions.
+    vlen: usize,
+    bitfields: bool,
+    /// Where the members start in the blob.
+    members_at: usize,
 }
 
-/// The types of a BTF blob, by id (id 0 is `void`).
+/// A BTF blob and where its types are. Types are decoded when looked at, not kept decoded:
+/// the kernel's has over 100,000, and a tree of them took 20 MB that the allocator kept for
+/// the life of the agent.
 pub struct Btf {
-    types: Vec<Type>,
-    strings: Vec<u8>,
-    structs: HashMap<String, u32>,
+    data: Vec<u8>,
+    /// Where each type's record starts in `data`, by id (id 0 is `void` and has none).
+    types: Vec<usize>,
+    /// Where the string section starts in `data`.
+    strings: usize,
+}
+
+fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
+    data.get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(BtfError::Malformed("truncated"))
 }
 
 impl Btf {
@@ -61,100 +74,111 @@ impl Btf {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&data)
+        Self::parse(data)
     }
 
-    /// Parses a little-endian BTF blob.
-    pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
-        let u16_at = |at: usize| -> Result<u16, BtfError> {
-            data.get(at..at + 2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                .ok_or(BtfError::Malformed("truncated"))
-        };
-        let u32_at = |at: usize| -> Result<u32, BtfError> {
-            data.get(at..at + 4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .ok_or(BtfError::Malformed("truncated"))
-        };
-        if u16_at(0)? != MAGIC {
+    /// Parses a little-endian BTF blob: checks its sections and finds where each type is.
+    pub fn parse(data: Vec<u8>) -> Result<Self, BtfError> {
+        let magic = data.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        if magic != Some(MAGIC) {
             return Err(BtfError::Malformed("bad magic (or big-endian)"));
         }
-        let header_len = u32_at(4)? as usize;
-        let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
-        let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
-        let strings = data
-            .get(header_len + str_off..header_len + str_off + str_len)
-            .ok_or(BtfError::Malformed("string section out of bounds"))?
-            .to_vec();
-        let mut types = vec![Type {
-            kind: 0,
-            name: 0,
-            referenced: 0,
-            members: Vec::new(),
-        }];
-        let mut at = header_len + type_off;
-        let end = at + type_len;
-        while at < end {
-            let name = u32_at(at)?;
-            let info = u32_at(at + 4)?;
-            let size_or_type = u32_at(at + 8)?;
-            at += 12;
-            let kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let bitfields = info >> 31 == 1;
-            let mut members = Vec::new();
-            at += match kind {
-                1 | 14 | 17 => 4, // int, var, decl_tag
-                3 => 12,          // array
-                KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen {
-                        let member = at + i * 12;
-                        let offset = u32_at(member + 8)?;
-                        let offset = if bitfields {
-                            offset & 0xff_ffff
-                        } else {
-                            offset
-                        };
-                        members.push((u32_at(member)?, u32_at(member + 4)?, offset));
-                    }
-                    vlen * 12
-                }
-                6 | 13 => vlen * 8,   // enum, func_proto
-                15 | 19 => vlen * 12, // datasec, enum64
-                2 | 7..=12 | 16 | KIND_TYPE_TAG => 0,
-                _ => return Err(BtfError::Malformed("unknown type kind")),
-            };
-            types.push(Type {
-                kind,
-                name,
-                referenced: size_or_type,
-                members,
-            });
+        let header_len = u32_at(&data, 4)? as usize;
+        let (type_off, type_len) = (u32_at(&data, 8)? as usize, u32_at(&data, 12)? as usize);
+        let (str_off, str_len) = (u32_at(&data, 16)? as usize, u32_at(&data, 20)? as usize);
+        let strings = header_len + str_off;
+        if data.len() < strings + str_len {
+            return Err(BtfError::Malformed("string section out of bounds"));
         }
         let mut btf = Self {
-            types,
+            types: vec![0],
             strings,
-            structs: HashMap::new(),
+            data: Vec::new(),
         };
-        for (id, ty) in btf.types.iter().enumerate() {
-            if ty.kind == KIND_STRUCT && ty.name != 0 && !ty.members.is_empty() {
-                let name = btf.string(ty.name).to_string();
-                btf.structs.entry(name).or_insert(id as u32);
+        let mut at = header_len + type_off;
+        let end = at + type_len;
+        if data.len() < end {
+            return Err(BtfError::Malformed("type section out of bounds"));
+        }
+        while at < end {
+            btf.types.push(at);
+            let ty = Self::decode(&data, at)?;
+            at = ty.members_at
+                + match ty.kind {
+                    1 | 14 | 17 => 4,                                   // int, var, decl_tag
+                    3 => 12,                                            // array
+                    KIND_STRUCT | KIND_UNION | 15 | 19 => ty.vlen * 12, // and datasec, enum64
+                    6 | 13 => ty.vlen * 8,                              // enum, func_proto
+                    2 | 7..=12 | 16 | KIND_TYPE_TAG => 0,
+                    _ => return Err(BtfError::Malformed("unknown type kind")),
+                };
+            if at > end {
+                return Err(BtfError::Malformed("type record out of bounds"));
             }
         }
+        btf.data = data;
         Ok(btf)
     }
 
+    /// The record at `at`.
+    fn decode(data: &[u8], at: usize) -> Result<Type, BtfError> {
+        let info = u32_at(data, at + 4)?;
+        Ok(Type {
+            kind: (info >> 24) & 0x1f,
+            name: u32_at(data, at)?,
+            referenced: u32_at(data, at + 8)?,
+            vlen: (info & 0xffff) as usize,
+            bitfields: info >> 31 == 1,
+            members_at: at + 12,
+        })
+    }
+
+    fn ty(&self, id: u32) -> Option<Type> {
+        match id {
+            0 => None,
+            _ => Self::decode(&self.data, *self.types.get(id as usize)?).ok(),
+        }
+    }
+
+    /// (name, type, offset in bits) of each member of a struct or union.
+    fn members(&self, ty: &Type) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        let (bitfields, members_at) = (ty.bitfields, ty.members_at);
+        (0..ty.vlen).filter_map(move |i| {
+            let member = members_at + i * 12;
+            let offset = u32_at(&self.data, member + 8).ok()?;
+            let offset = if bitfields {
+                offset & 0xff_ffff
+            } else {
+                offset
+            };
+            Some((
+                u32_at(&self.data, member).ok()?,
+                u32_at(&self.data, member + 4).ok()?,
+                offset,
+            ))
+        })
+    }
+
     fn string(&self, offset: u32) -> &str {
-        let bytes = self.strings.get(offset as usize..).unwrap_or_default();
-        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        let bytes = self
+            .data
+            .get(self.strings + offset as usize..)
+            .unwrap_or_default();
+        let end = memchr::memchr(0, bytes).unwrap_or(bytes.len());
         std::str::from_utf8(&bytes[..end]).unwrap_or("")
     }
 
+    /// The first struct called `name` with members (a forward declaration has none).
+    fn find_struct(&self, name: &str) -> Option<Type> {
+        (1..self.types.len() as u32)
+            .filter_map(|id| self.ty(id))
+            .find(|ty| ty.kind == KIND_STRUCT && ty.vlen > 0 && self.string(ty.name) == name)
+    }
+
     /// The struct or union `id` names, through typedefs and qualifiers.
-    fn resolve(&self, mut id: u32) -> Option<&Type> {
+    fn resolve(&self, mut id: u32) -> Option<Type> {
         loop {
-            let ty = self.types.get(id as usize)?;
+            let ty = self.ty(id)?;
             match ty.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
                     id = ty.referenced
@@ -166,10 +190,10 @@ impl Btf {
 
     /// Offset in bits of `field` in the struct or union `ty`, searching anonymous members.
     fn member_bits(&self, ty: &Type, field: &str) -> Option<u32> {
-        for &(name, member_type, offset) in &ty.members {
+        for (name, member_type, offset) in self.members(ty) {
             if name == 0 {
                 let inner = self.resolve(member_type)?;
-                if let Some(bits) = self.member_bits(inner, field) {
+                if let Some(bits) = self.member_bits(&inner, field) {
                     return Some(offset + bits);
                 }
             } else if self.string(name) == field {
@@ -181,12 +205,10 @@ impl Btf {
 
     /// Offset in bytes of `field` in `struct name`.
     pub fn offset(&self, name: &str, field: &str) -> Result<u32, BtfError> {
-        let id = self
-            .structs
-            .get(name)
+        let ty = self
+            .find_struct(name)
             .ok_or_else(|| BtfError::NoStruct(name.to_string()))?;
-        let ty = &self.types[*id as usize];
-        self.member_bits(ty, field)
+        self.member_bits(&ty, field)
             .map(|bits| bits / 8)
             .ok_or_else(|| BtfError::NoField(format!("{name}.{field}")))
     }
@@ -235,7 +257,7 @@ mod tests {
     #[test]
     fn garbage_is_refused() {
         assert!(matches!(
-            Btf::parse(b"not btf at all, not at all"),
+            Btf::parse(b"not btf at all, not at all".to_vec()),
             Err(BtfError::Malformed(_))
         ));
     }

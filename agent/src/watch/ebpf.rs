@@ -225,6 +225,7 @@ impl EbpfWatch {
         let kernel: KernelOffsets = Btf::load(Path::new(VMLINUX))?.kernel_offsets()?;
 
         let mut ebpf = EbpfLoader::new()
+            .btf(None)
             .override_global(abi::ARG_OFFSETS, &args, true)
             .override_global(abi::KERNEL_OFFSETS, &kernel, true)
             .load(PROGRAMS)?;
@@ -565,7 +566,7 @@ fn read_events(
             } else {
                 view::<FileEvent>(&record).map(|event| {
                     let paths = paths.lock().expect("eBPF folder paths lock");
-                    decode(event, &paths)
+                    decode(event, &record[size_of::<FileEvent>()..], &paths)
                 })
             };
             drop(record);
@@ -603,10 +604,21 @@ fn read_events(
     }
 }
 
-/// The [`EbpfEvent`] of one record, or `None` when a relative path's folder is unknown.
-fn decode(event: &FileEvent, folders: &HashMap<Folder, PathBuf>) -> Option<EbpfEvent> {
+/// The [`EbpfEvent`] of one record, whose paths' bytes follow `event` (see [`FileEvent`]), or
+/// `None` when a relative path's folder is unknown (or the record is short).
+fn decode(
+    event: &FileEvent,
+    paths: &[u8],
+    folders: &HashMap<Folder, PathBuf>,
+) -> Option<EbpfEvent> {
     let path = |i: usize| -> Option<PathBuf> {
-        let bytes = event.paths.get(i)?.get(..*event.lens.get(i)? as usize)?;
+        // The second path starts after the first one's NUL.
+        let start = if i == 0 {
+            0
+        } else {
+            event.lens[0] as usize + 1
+        };
+        let bytes = paths.get(start..start + event.lens[i] as usize)?;
         let path = Path::new(OsStr::from_bytes(bytes));
         let folder = event.folders[i];
         if folder == Folder::default() {
