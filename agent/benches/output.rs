@@ -19,7 +19,7 @@ use skiff_agent::output::elasticsearch::{Elasticsearch, ElasticsearchConfig};
 use skiff_agent::output::kafka::{Kafka, KafkaConfig};
 use skiff_agent::output::metrics::OutputMetrics;
 use skiff_agent::output::{Output, OutputError};
-use skiff_agent::process::{Event, event_from_line};
+use skiff_agent::process::{Event, Source, event_from_line};
 use skiff_agent::queue::{Queue, QueueConfig};
 use std::io::Write;
 use std::path::Path;
@@ -62,9 +62,10 @@ async fn file_to(output: Box<dyn Output>, path: &Path) -> f64 {
     let mut lines = Vec::new();
     loop {
         let read = harvester.read_lines(&mut lines, READ_BUDGET).expect("read");
+        let source = Source::new(path, "bench-node");
         let events: Vec<Event> = lines
             .drain(..)
-            .map(|line| event_from_line(&line, path, "bench-node"))
+            .map(|line| event_from_line(&line, &source))
             .collect();
         let count = events.len() as u64;
         queue.push(events, count).await.expect("push");

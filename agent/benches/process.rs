@@ -5,15 +5,19 @@
 //! criterion measures the bare CRI parse and the whole chain over the same lines. Whole runs
 //! then measure events/s per second of CPU of the chain up to each step, from `read` (only the
 //! event of the line, as the harvester makes it) to the whole chain, and report the cost of
-//! every step per event. The whole chain's rate relative to `read`, measured in the same run,
-//! is the figure to compare across machines and busy hosts. Needs the `geoip` peer's
-//! databases (`eval $(cargo xtask peers up --only geoip)`).
+//! every step per event, and the allocations per event up to each step. The whole chain's
+//! rate relative to `read`, measured in the same run, is the figure to compare across machines
+//! and busy hosts. Needs the `geoip` peer's databases
+//! (`eval $(cargo xtask peers up --only geoip)`).
 
 use criterion::{Criterion, Throughput};
 use skiff_agent::harvest::Line;
+use skiff_agent::harvest::files::READ_BUDGET;
 use skiff_agent::process::parse::{ParserConfig, Parsers};
-use skiff_agent::process::{Event, ProcessorConfig, Processors, event_from_line};
+use skiff_agent::process::{Event, ProcessorConfig, Processors, Source, event_from_line};
 use skiff_tests::env;
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
 use std::path::Path;
 
 const LINES: usize = 20_000;
@@ -22,7 +26,46 @@ const LINES: usize = 20_000;
 /// to malloc/free (`malloc_consolidate`, `unlink_chunk`) in `perf`: the benchmark runs with
 /// the allocator the agent's binary has (`src/main.rs`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Counting = Counting;
+
+/// mimalloc, counting the allocations of each thread: unlike the time an event takes, how
+/// many allocations it costs does not change with how busy the host is, and on a busy host
+/// most of the time goes to fetching the memory of the events' small blocks.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_allocation() {
+    // Not counted while the thread is being torn down.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+}
 
 /// A small deterministic generator (xorshift64*): the same lines on every run.
 struct Rng(u64);
@@ -121,30 +164,46 @@ fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
         .expect("valid YAML")
 }
 
-/// Lines per batch, about what one read of the harvester's 1 MiB budget holds: events leave
-/// for the outputs batch by batch, so the memory they use is reused, as in the agent.
-const BATCH: usize = 4096;
+/// `lines` in batches as the harvester reads them, up to [`READ_BUDGET`] bytes each: events
+/// leave for the outputs batch by batch, so the memory they use is reused, as in the agent.
+fn batches(lines: &[Line]) -> Vec<&[Line]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (n, line) in lines.iter().enumerate() {
+        bytes += line.bytes.len() + 1;
+        if bytes > READ_BUDGET {
+            batches.push(&lines[start..n]);
+            (start, bytes) = (n, line.bytes.len() + 1);
+        }
+    }
+    batches.push(&lines[start..]);
+    batches
+}
 
 /// One pass of `lines` through `parsers` then `processors`, batch by batch; returns the
-/// events kept.
+/// events kept. As in the agent (`Processing::push`), the events of each line go through the
+/// processors as soon as the parsers emit them.
 fn run(
-    lines: &[Line],
+    batches: &[&[Line]],
     parsers: &mut Parsers,
     processors: &Processors,
     out: &mut Vec<Event>,
 ) -> usize {
     let path = Path::new("/var/log/pods/shop_web-1_0b4c2a8e/nginx/0.log");
     let mut kept = 0;
-    for batch in lines.chunks(BATCH) {
+    for batch in batches {
         out.clear();
-        for line in batch {
-            parsers.push(event_from_line(line, path, "node-1"), out);
+        // As the pipeline does, once per batch (of one file).
+        let source = Source::new(path, "node-1");
+        for line in *batch {
+            let start = out.len();
+            parsers.push(event_from_line(line, &source), out);
+            kept += out[start..]
+                .iter_mut()
+                .map(|event| processors.run(event))
+                .filter(|kept| *kept)
+                .count();
         }
-        kept += out
-            .iter_mut()
-            .map(|event| processors.run(event))
-            .filter(|kept| *kept)
-            .count();
     }
     kept
 }
@@ -183,14 +242,16 @@ fn chain(stage: usize, city: &str, asn: &str) -> (Parsers, Processors) {
 
 fn bench(
     c: &mut Criterion,
-    lines: &[Line],
+    lines: &[&[Line]],
     cri: &mut (Parsers, Processors),
     full: &mut (Parsers, Processors),
 ) {
     let mut group = c.benchmark_group("process");
-    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.throughput(Throughput::Elements(
+        lines.iter().map(|batch| batch.len() as u64).sum(),
+    ));
     group.sample_size(20);
-    let mut out = Vec::with_capacity(lines.len());
+    let mut out = Vec::new();
     group.bench_function("cri_parse", |b| {
         b.iter(|| run(lines, &mut cri.0, &cri.1, &mut out))
     });
@@ -200,19 +261,30 @@ fn bench(
     group.finish();
 }
 
+/// What one stage of the chain costs.
+struct Cost {
+    events_per_core_s: f64,
+    allocations_per_event: f64,
+}
+
 /// Events per second of CPU time of this thread, over passes of `lines` that take at least
-/// a second of CPU (after one pass that warms the caches up).
-fn events_per_core_second(lines: &[Line], parsers: &mut Parsers, processors: &Processors) -> f64 {
-    let mut out = Vec::with_capacity(lines.len());
+/// a second of CPU (after one pass that warms the caches up), and the allocations per event.
+fn cost(lines: &[&[Line]], parsers: &mut Parsers, processors: &Processors) -> Cost {
+    let mut out = Vec::new();
     run(lines, parsers, processors, &mut out);
     let start = thread_cpu_seconds();
+    let allocated = allocations();
     let mut events = 0;
     let mut rounds = 0;
     while rounds < 3 || thread_cpu_seconds() - start < 1.0 {
         events += run(lines, parsers, processors, &mut out);
         rounds += 1;
     }
-    events as f64 / (thread_cpu_seconds() - start).max(1e-9)
+    let events = events as f64;
+    Cost {
+        events_per_core_s: events / (thread_cpu_seconds() - start).max(1e-9),
+        allocations_per_event: (allocations() - allocated) as f64 / events.max(1.0),
+    }
 }
 
 fn thread_cpu_seconds() -> f64 {
@@ -230,6 +302,7 @@ fn main() {
         return;
     };
     let lines = access_log(LINES);
+    let lines = batches(&lines);
     let mut criterion = Criterion::default().configure_from_args();
     bench(
         &mut criterion,
@@ -241,15 +314,23 @@ fn main() {
 
     // Whole runs, stage by stage: events/s of the chain up to each stage, and what each step
     // costs per event (the difference to the stage before).
-    let rates: Vec<f64> = (0..STAGES.len())
+    let costs: Vec<Cost> = (0..STAGES.len())
         .map(|stage| {
             let (mut parsers, processors) = chain(stage, &city, &asn);
-            events_per_core_second(&lines, &mut parsers, &processors)
+            cost(&lines, &mut parsers, &processors)
         })
         .collect();
+    let rates: Vec<f64> = costs.iter().map(|c| c.events_per_core_s).collect();
     let mut figures = Vec::new();
-    for (stage, rate) in STAGES.iter().zip(&rates) {
-        figures.push((format!("upto_{stage}_events_per_core_s"), *rate));
+    for (stage, cost) in STAGES.iter().zip(&costs) {
+        figures.push((
+            format!("upto_{stage}_events_per_core_s"),
+            cost.events_per_core_s,
+        ));
+        figures.push((
+            format!("upto_{stage}_allocations_per_event"),
+            cost.allocations_per_event,
+        ));
     }
     for (i, pair) in rates.windows(2).enumerate() {
         let step_ns = (1e9 / pair[1] - 1e9 / pair[0]).max(0.0);

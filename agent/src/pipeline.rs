@@ -24,7 +24,7 @@ use crate::output::kafka::Kafka;
 use crate::output::logstash::Logstash;
 use crate::output::metrics::OutputMetrics;
 use crate::process::input::{InputSteps, Processing};
-use crate::process::{Event, Object, Processors, event_from_line, field};
+use crate::process::{Event, Object, Processors, Source, event_from_line};
 use crate::queue::{OnSafe, Queue};
 use crate::registry::{Checkpoint, Registry};
 use crate::watch;
@@ -205,13 +205,13 @@ async fn deliver(
         match harvested {
             Harvested::Lines(batch) => {
                 events.clear();
-                // Formatted once per batch: every line of it comes from the same file.
-                let identity = file_identity(&batch.checkpoint);
-                let lines = batch.lines.iter().map(|line| {
-                    let mut event = event_from_line(line, &batch.path, &host);
-                    field::object_mut(&mut event, "log.file").extend(identity.clone());
-                    event
-                });
+                // Made once per batch: every line of it comes from the same file.
+                let source = Source::new(&batch.path, &host)
+                    .with_file_fields(file_identity(&batch.checkpoint));
+                let lines = batch
+                    .lines
+                    .iter()
+                    .map(|line| event_from_line(line, &source));
                 let mut checkpoint = batch.checkpoint.clone();
                 // Lines a parser still holds (an open multiline group) are not committed.
                 checkpoint.offset = processing.push(

@@ -16,7 +16,7 @@ use serde_json::Value;
 use skiff_agent::config::{Config, InputConfig};
 use skiff_agent::harvest::Line;
 use skiff_agent::process::parse::Parsers;
-use skiff_agent::process::{Event, Processors, event_from_line};
+use skiff_agent::process::{Event, Processors, Source, event_from_line};
 use skiff_tests::env;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -97,7 +97,7 @@ fn run_case(case: &Path) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut events = Vec::new();
     for line in lines(&input) {
-        let mut event = event_from_line(&line, Path::new(LOG_PATH), HOST);
+        let mut event = event_from_line(&line, &Source::new(Path::new(LOG_PATH), HOST));
         event.insert("@timestamp", READ_TIME);
         parsers.push(event, &mut events);
     }

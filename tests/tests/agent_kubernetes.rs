@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use skiff_agent::harvest::Line;
 use skiff_agent::kubernetes::{ContainerLog, KubernetesInput, KubernetesInputConfig};
 use skiff_agent::process::parse::Parsers;
-use skiff_agent::process::{Event, ProcessorConfig, Processors, event_from_line};
+use skiff_agent::process::{Event, ProcessorConfig, Processors, Source, event_from_line};
 use skiff_tests::{env, kube_client, require_peer, unique};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -66,7 +66,10 @@ fn harvest(container: &ContainerLog, path: &Path) -> Vec<Event> {
             truncated: false,
         };
         offset += text.len() as u64 + 1;
-        parsers.push(event_from_line(&line, path, "test-node"), &mut events);
+        parsers.push(
+            event_from_line(&line, &Source::new(path, "test-node")),
+            &mut events,
+        );
     }
     for event in &mut events {
         container.enrich(event);
@@ -319,7 +322,7 @@ async fn add_kubernetes_metadata_enriches_any_pod_log_of_this_node() {
         bytes: b"hello".to_vec(),
         truncated: false,
     };
-    let mut event = event_from_line(&line, Path::new(&path), "test-node");
+    let mut event = event_from_line(&line, &Source::new(Path::new(&path), "test-node"));
     assert!(processors.run(&mut event));
     assert_eq!(event["kubernetes"]["pod"]["name"], "billing", "{event:?}");
     assert_eq!(event["kubernetes"]["container"]["name"], "app");
@@ -332,7 +335,10 @@ async fn add_kubernetes_metadata_enriches_any_pod_log_of_this_node() {
         "where the Kafka output looks for a topic override"
     );
 
-    let other = event_from_line(&line, Path::new("/var/log/syslog"), "test-node");
+    let other = event_from_line(
+        &line,
+        &Source::new(Path::new("/var/log/syslog"), "test-node"),
+    );
     let mut unchanged = other.clone();
     assert!(processors.run(&mut unchanged));
     assert_eq!(

@@ -87,10 +87,17 @@ impl Entry {
 /// the keys, except that keys equal in their first 8 bytes (or shorter, up to NUL bytes) are
 /// equal here and told apart by comparing them whole.
 fn prefix(key: &str) -> u64 {
-    let mut bytes = [0; 8];
-    let len = key.len().min(8);
-    bytes[..len].copy_from_slice(&key.as_bytes()[..len]);
-    u64::from_be_bytes(bytes)
+    let bytes = key.as_bytes();
+    match bytes.first_chunk::<8>() {
+        Some(first) => u64::from_be_bytes(*first),
+        // Shifted in byte by byte: copying a short key into a zeroed buffer and reading it
+        // back as one integer stalls the CPU (the load waits for the copy's small stores),
+        // and this runs on every lookup.
+        None => bytes
+            .iter()
+            .enumerate()
+            .fold(0, |n, (i, &b)| n | u64::from(b) << (56 - 8 * i)),
+    }
 }
 
 /// What indexing yields for a missing key or a value that is not an object.
@@ -227,7 +234,11 @@ impl Object {
     /// The entries to change, copied first if they are shared.
     fn vec_mut(&mut self) -> &mut Vec<Entry> {
         if let Entries::Shared(shared) = &self.entries {
-            self.entries = Entries::Owned(shared.to_vec());
+            // With room to grow, as a vector of its own would have: the write that copies it
+            // is usually an insert (the agent adds the file's identity to a shared `log.file`).
+            let mut owned = Vec::with_capacity((shared.len() * 2).max(4));
+            owned.extend(shared.iter().cloned());
+            self.entries = Entries::Owned(owned);
         }
         match &mut self.entries {
             Entries::Owned(entries) => entries,
@@ -257,10 +268,15 @@ impl Object {
     fn find(&self, key: &str) -> Result<usize, usize> {
         let wanted = prefix(key);
         self.slice().binary_search_by(|entry| {
-            entry
-                .prefix
-                .cmp(&wanted)
-                .then_with(|| entry.key.as_str().cmp(key))
+            entry.prefix.cmp(&wanted).then_with(|| {
+                let other = entry.key.as_str();
+                if other.len() <= 8 && key.len() <= 8 {
+                    // Both whole in their prefixes: the shorter is the other's start.
+                    other.len().cmp(&key.len())
+                } else {
+                    other.cmp(key)
+                }
+            })
         })
     }
 
@@ -339,19 +355,33 @@ impl Object {
             *self = other;
             return;
         }
-        for Entry { key, value, .. } in other.into_entries() {
-            match (self.get_mut(&key), value) {
-                (Some(Value::Object(mine)), Value::Object(theirs)) => {
-                    mine.merge(theirs, other_wins)
+        match other.entries {
+            Entries::Owned(entries) => {
+                for Entry { key, value, .. } in entries {
+                    self.merge_entry(key, value, other_wins);
                 }
-                (Some(mine), value) => {
-                    if other_wins {
-                        *mine = value;
-                    }
+            }
+            // A cache's result: its entries are cloned one by one as they are merged, without
+            // a copy of the whole list first.
+            Entries::Shared(entries) => {
+                for entry in entries.iter() {
+                    self.merge_entry(entry.key.clone(), entry.value.clone(), other_wins);
                 }
-                (None, value) => {
-                    self.insert(key, value);
+            }
+        }
+    }
+
+    /// Merges one entry of [`Object::merge`]'s `other`.
+    fn merge_entry(&mut self, key: Text, value: Value, other_wins: bool) {
+        match (self.get_mut(&key), value) {
+            (Some(Value::Object(mine)), Value::Object(theirs)) => mine.merge(theirs, other_wins),
+            (Some(mine), value) => {
+                if other_wins {
+                    *mine = value;
                 }
+            }
+            (None, value) => {
+                self.insert(key, value);
             }
         }
     }

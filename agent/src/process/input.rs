@@ -128,13 +128,15 @@ impl<C: Clone> Processing<C> {
             }
         });
         state.last_lines = Instant::now();
-        let start = out.len();
         for line in lines {
+            let start = out.len();
             state.parsers.push(line, out);
+            // Processed as soon as parsed, while the event is still in the CPU's caches: after
+            // a whole batch of parsing, each would be read back from memory.
+            finish(steps, state.container.as_ref(), &self.global, out, start);
         }
         let pending = state.parsers.pending_offset();
         state.checkpoint = pending.is_some().then_some(checkpoint);
-        finish(steps, state.container.as_ref(), &self.global, out, start);
         pending.map_or(end, |held| held.min(end))
     }
 
@@ -201,14 +203,18 @@ fn finish(
     out: &mut Vec<Event>,
     start: usize,
 ) {
-    let mut tail = out.split_off(start);
-    tail.retain_mut(|event| {
+    let mut kept = start;
+    for at in start..out.len() {
+        let event = &mut out[at];
         if let Some(container) = container {
             container.enrich(event);
         }
-        steps.is_none_or(|s| s.processors.run(event)) && global.run(event)
-    });
-    out.append(&mut tail);
+        if steps.is_none_or(|s| s.processors.run(event)) && global.run(event) {
+            out.swap(kept, at);
+            kept += 1;
+        }
+    }
+    out.truncate(kept);
 }
 
 #[cfg(test)]

@@ -22,10 +22,42 @@ use std::path::Path;
 /// An event: a JSON object with ECS field names (see [`event`] for its representation).
 pub type Event = Object;
 
-/// The event of one line: `@timestamp`, `message`, `log.file.path`, `log.offset`,
-/// `host.name`. Invalid UTF-8 is kept lossily and flagged in `log.flags`, as is a line cut at
-/// the input's `max_bytes` (`truncated`).
-pub fn event_from_line(line: &Line, path: &Path, host: &str) -> Event {
+/// What the events of one file's lines share: `log.file` (its path, and the identity the
+/// pipeline adds) and `host`. Made once per batch of lines; every event holds its objects
+/// shared (see [`Object::into_shared`]), copying one only if a processor changes it, instead of
+/// allocating its own.
+pub struct Source {
+    file: Object,
+    host: Object,
+}
+
+impl Source {
+    /// `log.file.path` is `path`, `host.name` is `host`.
+    pub fn new(path: &Path, host: &str) -> Self {
+        Self {
+            file: [("path", Text::new(path.to_string_lossy()))]
+                .into_iter()
+                .collect::<Object>()
+                .into_shared(),
+            host: [("name", host)]
+                .into_iter()
+                .collect::<Object>()
+                .into_shared(),
+        }
+    }
+
+    /// Adds `fields` to `log.file` (the file's identity).
+    pub fn with_file_fields(mut self, fields: Object) -> Self {
+        self.file.extend(fields);
+        self.file = self.file.into_shared();
+        self
+    }
+}
+
+/// The event of one line of `source`: `@timestamp`, `message`, `log.file`, `log.offset`,
+/// `host`. Invalid UTF-8 is kept lossily and flagged in `log.flags`, as is a line cut at the
+/// input's `max_bytes` (`truncated`).
+pub fn event_from_line(line: &Line, source: &Source) -> Event {
     let mut flags = Vec::new();
     let message = match std::str::from_utf8(&line.bytes) {
         Ok(text) => Text::new(text),
@@ -38,8 +70,7 @@ pub fn event_from_line(line: &Line, path: &Path, host: &str) -> Event {
         flags.push("truncated".into());
     }
     let mut log = Object::with_capacity(3);
-    log.object_mut("file")
-        .insert("path", Text::new(path.to_string_lossy()));
+    log.insert("file", source.file.clone());
     log.insert("offset", line.offset);
     if !flags.is_empty() {
         log.insert("flags", flags);
@@ -48,7 +79,7 @@ pub fn event_from_line(line: &Line, path: &Path, host: &str) -> Event {
     event.insert("@timestamp", now_rfc3339());
     event.insert("message", message);
     event.insert("log", log);
-    event.object_mut("host").insert("name", host);
+    event.insert("host", source.host.clone());
     event
 }
 
@@ -162,7 +193,10 @@ mod tests {
 
     #[test]
     fn event_has_the_ecs_basics() {
-        let event = event_from_line(&line(b"hello"), Path::new("/var/log/a.log"), "node-1");
+        let event = event_from_line(
+            &line(b"hello"),
+            &Source::new(Path::new("/var/log/a.log"), "node-1"),
+        );
         assert_eq!(event["message"], "hello");
         assert_eq!(event["log"]["file"]["path"], "/var/log/a.log");
         assert_eq!(event["log"]["offset"], 42);
@@ -203,8 +237,21 @@ mod tests {
     }
 
     #[test]
+    fn events_share_their_source_until_one_changes_it() {
+        let source = Source::new(Path::new("/a.log"), "h1")
+            .with_file_fields([("inode", "42")].into_iter().collect());
+        let mut first = event_from_line(&line(b"x"), &source);
+        let second = event_from_line(&line(b"y"), &source);
+        field::object_mut(&mut first, "log.file").insert("path", "/changed.log");
+        assert_eq!(first["log"]["file"]["path"], "/changed.log");
+        assert_eq!(second["log"]["file"]["path"], "/a.log");
+        assert_eq!(second["log"]["file"]["inode"], "42");
+        assert_eq!(second["host"]["name"], "h1");
+    }
+
+    #[test]
     fn invalid_utf8_is_kept_and_flagged() {
-        let event = event_from_line(&line(b"caf\xe9"), Path::new("a"), "h");
+        let event = event_from_line(&line(b"caf\xe9"), &Source::new(Path::new("a"), "h"));
         assert_eq!(event["message"], "caf\u{fffd}");
         assert_eq!(event["log"]["flags"], json!(["invalid_utf8"]));
     }

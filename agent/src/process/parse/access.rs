@@ -235,18 +235,14 @@ fn quoted(text: &str) -> Option<(Cow<'_, str>, &str)> {
     let bytes = text.as_bytes();
     let mut i = 0;
     let mut escaped = false;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => {
-                escaped = true;
-                i += 2;
-            }
-            b'"' => break,
-            _ => i += 1,
+    // Jumps from one backslash or quote to the next: user agents are long and have neither.
+    loop {
+        i += memchr::memchr2(b'\\', b'"', bytes.get(i..)?)?;
+        if bytes[i] == b'"' {
+            break;
         }
-    }
-    if i >= bytes.len() {
-        return None;
+        escaped = true;
+        i += 2;
     }
     let (inner, rest) = (&text[..i], &text[i + 1..]);
     if !escaped {
