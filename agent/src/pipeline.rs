@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Batches read but not yet delivered: with [`crate::harvest::files::READ_BUDGET`] bytes each, at most 16 MiB.
+/// Batches read but not yet delivered: with [`crate::harvest::files::READ_BUDGET`] bytes each, at most 4 MiB.
 pub const BATCHES_IN_FLIGHT: usize = 16;
 /// How long SIGTERM waits for the outputs to acknowledge what was read.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -45,7 +45,7 @@ pub struct WatchConfig {
     /// shortest life under a matching name of a file it can see (one created, written and
     /// renamed out of the patterns between two looks is missed). What polling costs is mostly
     /// one `fstat` per idle open file every `check_interval`: with 10,000 idle files about
-    /// 0.6 % of a core, against about 0.3 % for the event backends (`cargo xtask bench
+    /// 0.45 % of a core, against about 0.3 % for the event backends (`cargo xtask bench
     /// agent`). Default: 1s.
     #[serde(default = "default_scan_frequency", with = "humantime_serde")]
     pub scan_frequency: Duration,
