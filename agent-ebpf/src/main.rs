@@ -25,8 +25,8 @@ use aya_ebpf::maps::{HashMap, LpmTrie, PerCpuArray, RingBuf};
 use aya_ebpf::programs::TracePointContext;
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use skiff_ebpf_common::{
-    ArgOffsets, FileEvent, FileRecord, Folder, KernelOffsets, MAX_FILES, MAX_FOLDERS, MAX_PREFIXES, PATH_MAX,
-    PREFIX_MAX, WriteEvent, kind, slot,
+    ArgOffsets, FileEvent, FileRecord, Folder, KernelOffsets, MAX_FILES, MAX_FOLDERS, MAX_PREFIXES,
+    PATH_MAX, PREFIX_MAX, WriteEvent, kind, slot,
 };
 
 /// Size of [`EVENTS`]: 2 MiB hold about 15,000 opens (a record is the event and its path, about

@@ -12,6 +12,11 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
     let started = Instant::now();
     cmd::run(Command::new("cargo").args(["fmt", "--all", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
+    // The eBPF programs are a workspace of their own (see the root Cargo.toml).
+    let ebpf = ["fmt", "--manifest-path", "agent-ebpf/Cargo.toml", "--check"];
+    cmd::run(Command::new("cargo").args(ebpf).current_dir(root)).context(
+        "formatting of the eBPF programs differs: run `cargo fmt --manifest-path agent-ebpf/Cargo.toml`",
+    )?;
     // Native libraries and the eBPF toolchain (the agent's build script compiles the eBPF
     // programs) must exist before anything builds.
     toolchain::ensure_build_toolchain()?;
