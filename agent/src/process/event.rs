@@ -235,7 +235,7 @@ impl Object {
     fn vec_mut(&mut self) -> &mut Vec<Entry> {
         if let Entries::Shared(shared) = &self.entries {
             // With room to grow, as a vector of its own would have: the write that copies it
-            // is usually an insert (the agent adds the file's identity to a shared `log.file`).
+            // is usually an insert (a processor adding a field to a cached object).
             let mut owned = Vec::with_capacity((shared.len() * 2).max(4));
             owned.extend(shared.iter().cloned());
             self.entries = Entries::Owned(owned);

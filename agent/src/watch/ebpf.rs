@@ -224,6 +224,8 @@ impl EbpfWatch {
         let (args, present) = arg_offsets(&events)?;
         let kernel: KernelOffsets = Btf::load(Path::new(VMLINUX))?.kernel_offsets()?;
 
+        // No CO-RE relocations to apply: the offsets above, from our own BTF reader, are
+        // globals. aya would otherwise relocate against a second, fully parsed kernel BTF.
         let mut ebpf = EbpfLoader::new()
             .btf(None)
             .override_global(abi::ARG_OFFSETS, &args, true)
