@@ -1,18 +1,23 @@
 //! Dotted field paths (`client.geo.city_name`) into an [`Event`].
 //!
 //! A path names nested objects, as in Filebeat and ECS. A key that itself contains dots (a
-//! flat `"client.ip"` key decoded from JSON) is found too: at each level the whole remaining
-//! path is tried as a key before it is split.
+//! flat `"client.ip"` key decoded from JSON) is found too: at each level where the nested
+//! objects do not have the rest of the path, the whole remaining path is tried as a key.
+//! Nested objects first, as nearly every event has them: trying the flat key first made
+//! every lookup of a dotted path miss once per level.
 
 use super::{Event, Object, Value};
 
 /// The value at `path`, if there is one.
 pub fn get<'a>(event: &'a Event, path: &str) -> Option<&'a Value> {
-    if let Some(value) = event.get(path) {
-        return Some(value);
+    match split_once(path, b'.') {
+        None => event.get(path),
+        Some((head, rest)) => event
+            .get(head)
+            .and_then(Value::as_object)
+            .and_then(|object| get(object, rest))
+            .or_else(|| event.get(path)),
     }
-    let (head, rest) = split_once(path, b'.')?;
-    get(event.get(head)?.as_object()?, rest)
 }
 
 /// The string at `path`, if the value there is a string.
@@ -51,11 +56,14 @@ pub fn object_mut<'a>(event: &'a mut Event, path: &str) -> &'a mut Object {
 
 /// Removes and returns the value at `path`; an object left empty by that stays.
 pub fn remove(event: &mut Event, path: &str) -> Option<Value> {
-    if let Some(value) = event.remove(path) {
-        return Some(value);
-    }
-    let (head, rest) = split_once(path, b'.')?;
-    remove(event.get_mut(head)?.as_object_mut()?, rest)
+    let Some((head, rest)) = split_once(path, b'.') else {
+        return event.remove(path);
+    };
+    let nested = event
+        .get_mut(head)
+        .and_then(Value::as_object_mut)
+        .and_then(|object| remove(object, rest));
+    nested.or_else(|| event.remove(path))
 }
 
 /// `text` split at the first `byte` (an ASCII character), as `str::split_once` does; with

@@ -145,10 +145,11 @@ pub fn parse_line(line: &str) -> Option<AccessLine<'_>> {
     let (user, rest) = rest.split_once(" [")?;
     let (time, rest) = rest.split_once("] \"")?;
     let (request, rest) = quoted(rest)?;
-    let mut fields = rest.trim_start().splitn(3, ' ');
-    let status = fields.next()?;
-    let bytes = fields.next().unwrap_or("-");
-    let rest = fields.next().unwrap_or("").trim_start();
+    // Status, then bytes (`-` when the line ends after the status), then the rest.
+    let rest = rest.trim_start();
+    let (status, rest) = field::split_once(rest, b' ').unwrap_or((rest, "-"));
+    let (bytes, rest) = field::split_once(rest, b' ').unwrap_or((rest, ""));
+    let rest = rest.trim_start();
     let status = match status {
         "-" => None,
         s => Some(s.parse().ok()?),
@@ -182,43 +183,44 @@ pub fn parse_line(line: &str) -> Option<AccessLine<'_>> {
 
 /// Splits `GET /a HTTP/1.1`; anything else is kept raw.
 pub fn parse_request(request: Cow<'_, str>) -> Request<'_> {
-    let Some(_) = split_request(&request) else {
-        return Request::Raw(request);
-    };
     match request {
         // Borrow from the line itself when no unescaping was needed.
-        Cow::Borrowed(text) => {
-            let (method, target, version) = split_request(text).expect("checked above");
-            Request::Line {
+        Cow::Borrowed(text) => match split_request(text) {
+            Some((method, target, version)) => Request::Line {
                 method: method.into(),
                 target: target.into(),
                 version: version.map(Cow::Borrowed),
-            }
-        }
-        Cow::Owned(text) => {
-            let (method, target, version) = split_request(&text).expect("checked above");
-            Request::Line {
+            },
+            None => Request::Raw(request),
+        },
+        Cow::Owned(ref text) => match split_request(text) {
+            Some((method, target, version)) => Request::Line {
                 method: method.to_string().into(),
                 target: target.to_string().into(),
                 version: version.map(|v| v.to_string().into()),
-            }
-        }
+            },
+            None => Request::Raw(request),
+        },
     }
 }
 
-/// `(method, target, version without "HTTP/")` of a well-formed request line.
+/// `(method, target, version without "HTTP/")` of a well-formed request line: two or three
+/// words.
 fn split_request(request: &str) -> Option<(&str, &str, Option<&str>)> {
-    let mut parts = request.split(' ');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(method), Some(target), version, None) if is_method(method) && !target.is_empty() => {
-            Some((
-                method,
-                target,
-                version.map(|v| v.strip_prefix("HTTP/").unwrap_or(v)),
-            ))
-        }
-        _ => None,
+    let (method, rest) = field::split_once(request, b' ')?;
+    let (target, version) = match field::split_once(rest, b' ') {
+        Some((target, version)) => (target, Some(version)),
+        None => (rest, None),
+    };
+    let more_words = version.is_some_and(|v| memchr::memchr(b' ', v.as_bytes()).is_some());
+    if !is_method(method) || target.is_empty() || more_words {
+        return None;
     }
+    Some((
+        method,
+        target,
+        version.map(|v| v.strip_prefix("HTTP/").unwrap_or(v)),
+    ))
 }
 
 fn is_method(word: &str) -> bool {

@@ -181,10 +181,10 @@ fn take_message(event: &mut Event) -> Text {
 }
 
 fn cri_piece(line: &str) -> Option<Piece> {
-    let mut parts = line.splitn(4, ' ');
-    let time = parts.next()?;
-    let stream = parts.next()?;
-    let tag = parts.next()?;
+    let (time, rest) = field::split_once(line, b' ')?;
+    let (stream, rest) = field::split_once(rest, b' ')?;
+    // An empty message may leave no space after the tag.
+    let tag = field::split_once(rest, b' ').map_or(rest, |(tag, _)| tag);
     let slot = match stream {
         "stdout" => 0,
         "stderr" => 1,
@@ -192,9 +192,9 @@ fn cri_piece(line: &str) -> Option<Piece> {
     };
     // The tag may carry more flags after a colon in future CRI versions; `P` is the one that
     // matters.
-    let partial = match tag.split(':').next() {
-        Some("P") => true,
-        Some("F") => false,
+    let partial = match field::split_once(tag, b':').map_or(tag, |(flag, _)| flag) {
+        "P" => true,
+        "F" => false,
         _ => return None,
     };
     let start = (time.len() + stream.len() + tag.len() + 3).min(line.len());
