@@ -5,7 +5,7 @@
 //!
 //! Real traffic repeats a few hundred strings, so results are kept in a bounded cache.
 
-use super::{Event, Object, field};
+use super::{Event, Object, Value, field};
 use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 
@@ -40,13 +40,23 @@ fn default_cache_size() -> usize {
     10_000
 }
 
-/// Fields under the target, shared by the events of the same user agent.
-type Parsed = Object;
+/// What one user-agent string yields, shared by the events that carry it.
+#[derive(Clone)]
+struct Parsed {
+    /// The fields found, merged into the target.
+    fields: Object,
+    /// `fields` and `original`: the whole target of an event whose target held nothing but
+    /// the string (an access log's `user_agent`), taken as it is instead of merged into a
+    /// copy of its own.
+    whole: Object,
+}
 
 /// Built `user_agent`.
 pub struct UserAgent {
     field: String,
     target: String,
+    /// Whether `field` is the target's `original` (the default).
+    original_in_target: bool,
     parser: woothee::parser::Parser,
     cache: Cache<String, Parsed>,
 }
@@ -56,6 +66,7 @@ impl UserAgent {
         Self {
             field: config.field.clone(),
             target: config.target.clone(),
+            original_in_target: config.field == format!("{}.original", config.target),
             parser: woothee::parser::Parser::new(),
             cache: Cache::new(config.cache_size.max(1)),
         }
@@ -65,6 +76,11 @@ impl UserAgent {
         let Some(original) = field::get_str(event, &self.field) else {
             return;
         };
+        let target_is_original = self.original_in_target
+            && original.len() <= MAX_LEN
+            && field::get(event, &self.target)
+                .and_then(Value::as_object)
+                .is_some_and(|target| target.len() == 1 && target.contains_key("original"));
         let original = clip(original);
         let parsed = match self.cache.get(original) {
             Some(parsed) => parsed,
@@ -74,14 +90,30 @@ impl UserAgent {
                 parsed
             }
         };
-        field::object_mut(event, &self.target).merge(parsed, true);
+        let target = field::object_mut(event, &self.target);
+        if target_is_original {
+            *target = parsed.whole;
+        } else {
+            target.merge(parsed.fields, true);
+        }
     }
 
     fn parse(&self, original: &str) -> Parsed {
+        let fields = self.fields(original);
+        let mut whole = fields.clone();
+        whole.insert("original", original);
+        Parsed {
+            fields: fields.into_shared(),
+            whole: whole.into_shared(),
+        }
+    }
+
+    /// The fields of `original` that woothee recognises.
+    fn fields(&self, original: &str) -> Object {
         let mut fields = Object::with_capacity(5);
         let Some(result) = self.parser.parse(original) else {
             fields.insert("name", "Other");
-            return fields.into_shared();
+            return fields;
         };
         let known = |s: &str| !s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN;
         if known(result.name) {
@@ -112,7 +144,7 @@ impl UserAgent {
         if let Some(device) = device {
             fields.object_mut("device").insert("name", device);
         }
-        fields.into_shared()
+        fields
     }
 }
 
