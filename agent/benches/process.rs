@@ -5,7 +5,7 @@
 //! criterion measures the bare CRI parse and the whole chain over the same lines. Whole runs
 //! then measure events/s per second of CPU of the chain up to each step, from `read` (only the
 //! event of the line, as the harvester makes it) to the whole chain, and report the cost of
-//! every step per event, and the allocations per event up to each step. The whole chain's
+//! every step per event, and the allocations (and bytes allocated) per event up to each step. The whole chain's
 //! rate relative to `read`, measured in the same run, is the figure to compare across machines
 //! and busy hosts. Needs the `geoip` peer's databases
 //! (`eval $(cargo xtask peers up --only geoip)`).
@@ -28,37 +28,43 @@ const LINES: usize = 20_000;
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// mimalloc, counting the allocations of each thread: unlike the time an event takes, how
-/// many allocations it costs does not change with how busy the host is, and on a busy host
-/// most of the time goes to fetching the memory of the events' small blocks.
+/// mimalloc, counting the allocations of each thread and their bytes: unlike the time an
+/// event takes, how many allocations it costs and how much memory it touches do not change
+/// with how busy the host is, and on a busy host most of the time goes to fetching the memory
+/// of the events' small blocks.
 struct Counting;
 
 thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Allocations, bytes allocated.
+    static ALLOCATED: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
-fn count_allocation() {
+fn count_allocation(bytes: usize) {
     // Not counted while the thread is being torn down.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    let _ = ALLOCATED.try_with(|n| {
+        let (count, total) = n.get();
+        n.set((count + 1, total + bytes as u64));
+    });
 }
 
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
+/// Allocations and bytes allocated so far by this thread.
+fn allocated() -> (u64, u64) {
+    ALLOCATED.with(Cell::get)
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
+        count_allocation(layout.size());
         unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
+        count_allocation(layout.size());
         unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_allocation();
+        count_allocation(new_size);
         unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
     }
 
@@ -265,15 +271,17 @@ fn bench(
 struct Cost {
     events_per_core_s: f64,
     allocations_per_event: f64,
+    bytes_allocated_per_event: f64,
 }
 
 /// Events per second of CPU time of this thread, over passes of `lines` that take at least
-/// a second of CPU (after one pass that warms the caches up), and the allocations per event.
+/// a second of CPU (after one pass that warms the caches up), and the allocations and bytes
+/// allocated per event.
 fn cost(lines: &[&[Line]], parsers: &mut Parsers, processors: &Processors) -> Cost {
     let mut out = Vec::new();
     run(lines, parsers, processors, &mut out);
     let start = thread_cpu_seconds();
-    let allocated = allocations();
+    let (allocations, bytes) = allocated();
     let mut events = 0;
     let mut rounds = 0;
     while rounds < 3 || thread_cpu_seconds() - start < 1.0 {
@@ -281,9 +289,12 @@ fn cost(lines: &[&[Line]], parsers: &mut Parsers, processors: &Processors) -> Co
         rounds += 1;
     }
     let events = events as f64;
+    let per_event = |n: u64| n as f64 / events.max(1.0);
+    let (allocations_now, bytes_now) = allocated();
     Cost {
         events_per_core_s: events / (thread_cpu_seconds() - start).max(1e-9),
-        allocations_per_event: (allocations() - allocated) as f64 / events.max(1.0),
+        allocations_per_event: per_event(allocations_now - allocations),
+        bytes_allocated_per_event: per_event(bytes_now - bytes),
     }
 }
 
@@ -330,6 +341,10 @@ fn main() {
         figures.push((
             format!("upto_{stage}_allocations_per_event"),
             cost.allocations_per_event,
+        ));
+        figures.push((
+            format!("upto_{stage}_bytes_allocated_per_event"),
+            cost.bytes_allocated_per_event,
         ));
     }
     for (i, pair) in rates.windows(2).enumerate() {

@@ -371,17 +371,24 @@ impl Object {
         }
     }
 
+    /// Sets `key` to `value`, or merges `value` into the object at `key` if both are objects
+    /// (as [`Object::merge`] does, `value` winning).
+    pub fn merge_key(&mut self, key: &str, value: impl Into<Value>) {
+        self.merge_entry(key.into(), value.into(), true);
+    }
+
     /// Merges one entry of [`Object::merge`]'s `other`.
     fn merge_entry(&mut self, key: Text, value: Value, other_wins: bool) {
-        match (self.get_mut(&key), value) {
-            (Some(Value::Object(mine)), Value::Object(theirs)) => mine.merge(theirs, other_wins),
-            (Some(mine), value) => {
+        let at = match self.find(&key) {
+            Ok(at) => at,
+            Err(at) => return self.vec_mut().insert(at, Entry::new(key, value)),
+        };
+        match (&mut self.vec_mut()[at].value, value) {
+            (Value::Object(mine), Value::Object(theirs)) => mine.merge(theirs, other_wins),
+            (mine, value) => {
                 if other_wins {
                     *mine = value;
                 }
-            }
-            (None, value) => {
-                self.insert(key, value);
             }
         }
     }

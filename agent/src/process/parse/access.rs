@@ -4,7 +4,7 @@
 //! line of a busy web server, and a regular expression costs several times as much.
 
 use super::message;
-use crate::process::{Event, Text, field, format_timestamp};
+use crate::process::{Event, Object, Text, Value, field, format_timestamp};
 use chrono::{Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -97,16 +97,23 @@ impl AccessLog {
         };
         let referrer = referrer.map(Text::from);
         let user_agent = user_agent.map(Text::from);
-        event.object_mut("client").insert("ip", client);
+        // Each object is made with room for what it holds at the end of the usual chain
+        // (geoip adds `client.geo` and `client.as`, http `http.route`, `url.path` and
+        // `url.query`): an object that grows is copied, and a vector's first growth gives it
+        // room for four entries (256 bytes), which the small ones here never use. The
+        // objects are merged into the event's own if it has them already.
+        let mut client_fields = Object::with_capacity(3);
+        client_fields.insert("ip", client);
+        event.merge_key("client", client_fields);
         if let Some(user) = user {
-            event.object_mut("user").insert("name", user);
+            event.merge_key("user", object([("name", user.into())]));
         }
         if let Some(time) = time {
             event.insert("@timestamp", time);
         }
-        let http = event.object_mut("http");
+        let mut http = Object::with_capacity(4);
         if method.is_some() || raw.is_some() || referrer.is_some() {
-            let request = http.object_mut("request");
+            let mut request = Object::with_capacity(2);
             if let Some(method) = method {
                 request.insert("method", method);
             }
@@ -116,26 +123,38 @@ impl AccessLog {
             if let Some(referrer) = referrer {
                 request.insert("referrer", referrer);
             }
+            http.insert("request", request);
         }
         if let Some(version) = version {
             http.insert("version", version);
         }
         if status.is_some() || bytes.is_some() {
-            let response = http.object_mut("response");
+            let mut response = Object::with_capacity(2);
             if let Some(status) = status {
                 response.insert("status_code", status);
             }
             if let Some(bytes) = bytes {
-                response.object_mut("body").insert("bytes", bytes);
+                response.insert("body", object([("bytes", bytes.into())]));
             }
+            http.insert("response", response);
         }
+        event.merge_key("http", http);
         if let Some(target) = target {
-            event.object_mut("url").insert("original", target);
+            let mut url = Object::with_capacity(3);
+            url.insert("original", target);
+            event.merge_key("url", url);
         }
         if let Some(agent) = user_agent {
-            event.object_mut("user_agent").insert("original", agent);
+            event.merge_key("user_agent", object([("original", agent.into())]));
         }
     }
+}
+
+/// An object of exactly these entries.
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Object {
+    let mut object = Object::with_capacity(N);
+    object.extend(entries);
+    object
 }
 
 /// Parses one combined (or common) access log line.
@@ -324,4 +343,39 @@ fn parse_time(text: &str) -> Option<Text> {
     }
     let time = offset.from_local_datetime(&local).single()?;
     Some(format_timestamp(time.to_utc()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_the_event_has_are_merged_with_or_replaced() {
+        let line = r#"1.2.3.4 - - [10/Oct/2026:13:55:36 +0000] "GET /a?b=1 HTTP/1.1" 200 5 "-" "curl/8.5.0""#;
+        let mut event = Event::from(
+            json!({
+                "message": line,
+                "client": { "port": 5, "ip": "old" },
+                "http": { "request": { "id": "r1" }, "response": "not an object" },
+                "url": "flat",
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
+        );
+        AccessLog::new(Flavour::Nginx).apply(&mut event);
+        assert_eq!(event["client"], json!({ "ip": "1.2.3.4", "port": 5 }));
+        assert_eq!(
+            event["http"],
+            json!({
+                "request": { "id": "r1", "method": "GET" },
+                "response": { "body": { "bytes": 5 }, "status_code": 200 },
+                "version": "1.1",
+            })
+        );
+        assert_eq!(event["url"], json!({ "original": "/a?b=1" }));
+        assert_eq!(event["user_agent"], json!({ "original": "curl/8.5.0" }));
+        assert_eq!(event["@timestamp"], "2026-10-10T13:55:36.000Z");
+    }
 }
