@@ -5,8 +5,9 @@
 //! benchmarks get theirs collected here from criterion's estimates (time per iteration, and
 //! throughput when the benchmark declares one); whole-pipeline benchmarks write their own
 //! figures to the file named by `SKIFF_BENCH_OUT`. Both end up in the same file and table.
+//! The peers a benchmark measures against ([`peers_of`]) are started for it and stopped after.
 
-use crate::{cmd, toolchain};
+use crate::{cmd, peers, toolchain};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 use std::fs;
@@ -34,18 +35,41 @@ pub fn run(root: &Path, only: Option<&str>) -> Result<()> {
         let _ = fs::remove_file(&out);
         let _ = fs::remove_dir_all(&criterion_home);
         fs::create_dir_all(&criterion_home)?;
-        cmd::run(
-            Command::new("cargo")
+        let bench = || {
+            let mut command = Command::new("cargo");
+            command
                 .args(["bench", "--package", package, "--bench", name])
                 .env("SKIFF_BENCH_OUT", &out)
-                .env("CRITERION_HOME", &criterion_home),
-        )?;
+                .env("CRITERION_HOME", &criterion_home);
+            command
+        };
+        // Built before the peers start, so they do not idle through a long build.
+        cmd::run(bench().arg("--no-run"))?;
+        let needed: Vec<String> = peers_of(name).iter().map(|p| p.to_string()).collect();
+        if needed.is_empty() {
+            cmd::run(&mut bench())?;
+        } else {
+            peers::with_peers(root, &peers::select(&needed)?, |env| {
+                cmd::run(bench().envs(env.iter().cloned()))
+            })?;
+        }
         let mut figures = read_object(&out)?;
         collect_criterion(&criterion_home, &mut figures)?;
         fs::write(&out, serde_json::to_string_pretty(&figures)?)?;
         print_table(name, &figures);
     }
     Ok(())
+}
+
+/// The peers a benchmark measures against: the GeoLite2 databases for the processing chain,
+/// the brokers for the outputs, the API server that calls the webhook.
+fn peers_of(bench: &str) -> &'static [&'static str] {
+    match bench {
+        "process" => &["geoip"],
+        "output" => &["kafka", "opensearch"],
+        "webhook" => &["kube"],
+        _ => &[],
+    }
 }
 
 /// `(package, bench target)` for every benchmark in the workspace.

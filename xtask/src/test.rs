@@ -30,7 +30,7 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
     ]))?;
     // Compile the tests before the peers start, so they do not idle through a long build.
     cmd::run(Command::new("cargo").args(["test", "--workspace", "--no-run"]))?;
-    with_peers(root, &peers::all(), |env| {
+    peers::with_peers(root, &peers::all(), |env| {
         cmd::run(
             Command::new("cargo")
                 .args(["test", "--workspace"])
@@ -62,7 +62,7 @@ pub fn e2e(root: &Path) -> Result<()> {
         "skiff-webhook",
     ]))?;
     let only: Vec<String> = E2E_PEERS.iter().map(|p| p.to_string()).collect();
-    with_peers(root, &peers::select(&only)?, |env| {
+    peers::with_peers(root, &peers::select(&only)?, |env| {
         cmd::run(
             Command::new("cargo")
                 .args(test)
@@ -73,17 +73,4 @@ pub fn e2e(root: &Path) -> Result<()> {
     })?;
     eprintln!("cargo xtask e2e: green in {:.0?}", started.elapsed());
     Ok(())
-}
-
-/// Starts `selected` peers, runs `body` with their environment, and stops every peer again
-/// even when `body` (or a peer's start) fails.
-fn with_peers(
-    root: &Path,
-    selected: &[Box<dyn peers::Peer>],
-    body: impl FnOnce(&[(&'static str, String)]) -> Result<()>,
-) -> Result<()> {
-    let ctx = peers::Ctx::new(root);
-    let result = peers::up(&ctx, selected).and_then(|env| body(&env));
-    let stopped = peers::down(&ctx);
-    result.and(stopped)
 }

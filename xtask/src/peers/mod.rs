@@ -156,6 +156,19 @@ pub fn select(only: &[String]) -> Result<Vec<Box<dyn Peer>>> {
         .collect())
 }
 
+/// Starts `selected` peers, runs `body` with their environment, and stops every peer again
+/// even when `body` (or a peer's start) fails.
+pub fn with_peers(
+    root: &Path,
+    selected: &[Box<dyn Peer>],
+    body: impl FnOnce(&[(&'static str, String)]) -> Result<()>,
+) -> Result<()> {
+    let ctx = Ctx::new(root);
+    let result = up(&ctx, selected).and_then(|env| body(&env));
+    let stopped = down(&ctx);
+    result.and(stopped)
+}
+
 /// Installs, starts and waits for each peer (a healthy running peer is left as it is);
 /// returns the environment for tests.
 pub fn up(ctx: &Ctx, peers: &[Box<dyn Peer>]) -> Result<Vec<(&'static str, String)>> {
