@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use skiff_agent::output::dead_letter::DeadLetterConfig;
 use skiff_agent::output::elasticsearch::{Elasticsearch, ElasticsearchConfig};
 use skiff_agent::output::metrics::OutputMetrics;
-use skiff_agent::output::{Output, OutputError};
+use skiff_agent::output::Output;
 use skiff_agent::queue::{Queue, QueueConfig};
 use skiff_tests::{env, require_peer, unique};
 use std::sync::{Arc, Mutex};
@@ -223,14 +223,12 @@ async fn an_unreachable_host_fails_the_batch_with_a_clear_error() {
     let metrics = OutputMetrics::default();
     let mut output =
         Elasticsearch::build(&config("http://127.0.0.1:9", "x"), metrics.clone()).expect("build");
-    let err = output
-        .send(&events("nowhere", 0..10, None))
-        .await
-        .expect_err("nothing can acknowledge");
-    assert!(
-        matches!(err, OutputError::Unreachable { .. }),
-        "expected Unreachable, got {err:?}"
-    );
+    let err = output_support::send_fails_with(
+        &mut output,
+        &events("nowhere", 0..10, None),
+        "unreachable",
+    )
+    .await;
     assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
     assert_eq!(metrics.errors_of("elasticsearch", "unreachable"), 1);
 }
@@ -250,14 +248,8 @@ async fn a_server_certificate_from_another_ca_fails_with_a_tls_error() {
     });
     let metrics = OutputMetrics::default();
     let mut output = Elasticsearch::build(&config, metrics.clone()).expect("build");
-    let err = output
-        .send(&events("tls", 0..10, None))
-        .await
-        .expect_err("an untrusted certificate must fail");
-    assert!(
-        matches!(err, OutputError::Tls { .. }),
-        "expected Tls, got {err:?}"
-    );
+    let err =
+        output_support::send_fails_with(&mut output, &events("tls", 0..10, None), "tls").await;
     assert!(err.to_string().contains("certificate"), "{err}");
     assert_eq!(metrics.errors_of("elasticsearch", "tls"), 1);
 }

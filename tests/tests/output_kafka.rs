@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use skiff_agent::output::kafka::config::{Compression, SaslConfig};
 use skiff_agent::output::kafka::{Kafka, KafkaConfig};
 use skiff_agent::output::metrics::OutputMetrics;
-use skiff_agent::output::{Output, OutputError};
+use skiff_agent::output::Output;
 use skiff_agent::process::Event;
 use skiff_tests::kafka::read_topics;
 use skiff_tests::{env, require_peer, unique};
@@ -184,14 +184,12 @@ async fn an_unreachable_broker_fails_the_batch_with_a_clear_error() {
     config.timeout = Duration::from_secs(3);
     let metrics = OutputMetrics::default();
     let mut output = Kafka::build(&config, metrics.clone()).expect("build");
-    let err = output
-        .send(&events("nowhere", 0..10, None))
-        .await
-        .expect_err("nothing can acknowledge");
-    assert!(
-        matches!(err, OutputError::Unreachable { .. }),
-        "expected Unreachable, got {err:?}"
-    );
+    let err = output_support::send_fails_with(
+        &mut output,
+        &events("nowhere", 0..10, None),
+        "unreachable",
+    )
+    .await;
     let message = err.to_string();
     assert!(message.contains("127.0.0.1:9"), "{message}");
     assert_eq!(metrics.errors_of("kafka", "unreachable"), 1);
@@ -214,14 +212,8 @@ async fn a_broker_certificate_from_another_ca_fails_with_a_tls_error() {
     });
     let metrics = OutputMetrics::default();
     let mut output = Kafka::build(&config, metrics.clone()).expect("build");
-    let err = output
-        .send(&events("tls", 0..10, None))
-        .await
-        .expect_err("an untrusted certificate must fail");
-    assert!(
-        matches!(err, OutputError::Tls { .. }),
-        "expected Tls, got {err:?}"
-    );
+    let err =
+        output_support::send_fails_with(&mut output, &events("tls", 0..10, None), "tls").await;
     assert!(err.to_string().contains("certificate"), "{err}");
     assert_eq!(metrics.errors_of("kafka", "tls"), 1);
 }
@@ -300,14 +292,7 @@ async fn wrong_sasl_credentials_fail_with_an_auth_error_and_lose_nothing() {
     let metrics = OutputMetrics::default();
     let mut output = Kafka::build(&wrong, metrics.clone()).expect("build");
     let batch = events(&run, 0..100, Some("svc"));
-    let err = output
-        .send(&batch)
-        .await
-        .expect_err("wrong credentials cannot deliver");
-    assert!(
-        matches!(err, OutputError::Auth { .. }),
-        "expected Auth, got {err:?}"
-    );
+    let err = output_support::send_fails_with(&mut output, &batch, "auth").await;
     let message = err.to_string().to_lowercase();
     assert!(
         message.contains("sasl authentication") && message.contains("invalid username or password"),

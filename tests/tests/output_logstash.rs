@@ -8,7 +8,7 @@ use output_support::{BeatsServer, assert_all_delivered, count_offsets, events, p
 use skiff_agent::output::logstash::{Logstash, LogstashConfig};
 use skiff_agent::output::metrics::OutputMetrics;
 use skiff_agent::output::tls::TlsConfig;
-use skiff_agent::output::{Output, OutputError};
+use skiff_agent::output::Output;
 use skiff_agent::process::Event;
 use skiff_tests::{env, require_peer, unique};
 use std::time::{Duration, Instant};
@@ -154,14 +154,8 @@ async fn tls_with_the_right_ca_delivers_and_the_wrong_ca_fails_clearly() {
     config.ssl = Some(tls(&pki.other_ca));
     let metrics = OutputMetrics::default();
     let mut output = Logstash::build(&config, metrics.clone()).expect("build");
-    let err = output
-        .send(&events(&run, 100..200, None))
-        .await
-        .expect_err("an untrusted certificate must fail");
-    assert!(
-        matches!(err, OutputError::Tls { .. }),
-        "expected Tls, got {err:?}"
-    );
+    let err =
+        output_support::send_fails_with(&mut output, &events(&run, 100..200, None), "tls").await;
     assert!(err.to_string().contains("certificate"), "{err}");
     assert!(metrics.errors_of("logstash", "tls") >= 1);
 }
@@ -170,13 +164,11 @@ async fn tls_with_the_right_ca_delivers_and_the_wrong_ca_fails_clearly() {
 async fn an_unreachable_host_fails_the_batch_with_a_clear_error() {
     let metrics = OutputMetrics::default();
     let mut output = Logstash::build(&config(&["127.0.0.1:9"]), metrics.clone()).expect("build");
-    let err = output
-        .send(&events("nowhere", 0..10, None))
-        .await
-        .expect_err("nothing can acknowledge");
-    assert!(
-        matches!(err, OutputError::Unreachable { .. }),
-        "expected Unreachable, got {err:?}"
-    );
+    let err = output_support::send_fails_with(
+        &mut output,
+        &events("nowhere", 0..10, None),
+        "unreachable",
+    )
+    .await;
     assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
 }

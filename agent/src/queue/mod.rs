@@ -607,45 +607,40 @@ mod tests {
         assert!(queue.close(Duration::from_secs(5)).await);
     }
 
-    #[tokio::test]
-    async fn a_full_memory_queue_makes_push_wait() {
+    /// Pushes `fitting` batches into a queue of `config` whose output is down, then checks
+    /// that one more push waits until the output is back.
+    async fn push_waits_for_room_after(config: QueueConfig, fitting: u64) {
         let (a, got, down) = recorder("a");
         down.store(true, Ordering::SeqCst);
-        let mut config = QueueConfig::default();
-        config.mem.events = 3;
         let queue = Arc::new(Queue::start(&config, vec![a], Box::new(|_: u64| {})).unwrap());
-        for n in 0..3 {
+        for n in 0..fitting {
             queue.push(batch(n), n).await.unwrap();
         }
         let blocked = {
             let queue = Arc::clone(&queue);
-            tokio::spawn(async move { queue.push(batch(3), 3).await })
+            tokio::spawn(async move { queue.push(batch(fitting), fitting).await })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!blocked.is_finished(), "a fourth batch must wait for room");
+        assert!(!blocked.is_finished(), "batch {fitting} must wait for room");
         down.store(false, Ordering::SeqCst);
         blocked.await.unwrap().unwrap();
-        wait_until("all four", || got.lock().unwrap().len() == 4).await;
+        let all = fitting as usize + 1;
+        wait_until("every batch", || got.lock().unwrap().len() == all).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_memory_queue_makes_push_wait() {
+        let mut config = QueueConfig::default();
+        config.mem.events = 3;
+        push_waits_for_room_after(config, 3).await;
     }
 
     #[tokio::test]
     async fn the_byte_bound_holds_too() {
-        let (a, got, down) = recorder("a");
-        down.store(true, Ordering::SeqCst);
         let mut config = QueueConfig::default();
         config.mem.bytes = 1;
-        let queue = Arc::new(Queue::start(&config, vec![a], Box::new(|_: u64| {})).unwrap());
         // An empty queue takes a batch over the bound; the next one waits.
-        queue.push(batch(0), 0).await.unwrap();
-        let blocked = {
-            let queue = Arc::clone(&queue);
-            tokio::spawn(async move { queue.push(batch(1), 1).await })
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!blocked.is_finished(), "a second batch must wait for room");
-        down.store(false, Ordering::SeqCst);
-        blocked.await.unwrap().unwrap();
-        wait_until("both", || got.lock().unwrap().len() == 2).await;
+        push_waits_for_room_after(config, 1).await;
     }
 
     #[tokio::test]

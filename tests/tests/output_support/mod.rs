@@ -5,9 +5,22 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 use serde_json::{Value, json};
+use skiff_agent::output::{Output, OutputError};
 use skiff_agent::process::Event;
 use skiff_tests::pki::Ca;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Sends `events` through `output`, which must fail with an error of `kind` (its
+/// `skiff_output_errors_total` label: `tls`, `unreachable`, `auth`, …); returns the error.
+pub async fn send_fails_with(
+    output: &mut impl Output,
+    events: &[Event],
+    kind: &str,
+) -> OutputError {
+    let err = output.send(events).await.expect_err("the send must fail");
+    assert_eq!(err.metric_label(), kind, "unexpected error: {err:?}");
+    err
+}
 
 /// The event of line `n` of a file: `log.offset` is `n`, `message` names `run` and `n`.
 pub fn event(run: &str, n: u64, service: Option<&str>) -> Event {
