@@ -232,8 +232,9 @@ const STAGES: [&str; 7] = [
     "http",
 ];
 
-/// The parsers and processors of the chain up to `stage` (an index of [`STAGES`]).
-fn chain(stage: usize, city: &str, asn: &str) -> (Parsers, Processors) {
+/// The parsers and processors of the chain up to `stage` (an index of [`STAGES`]), as YAML
+/// lists.
+fn chain_yaml(stage: usize, city: &str, asn: &str) -> (String, String) {
     let parsers = ["{ container: { format: cri } }", "{ nginx: {} }"];
     let processors = [
         r#"{ add_fields: { target: "", fields: { service: { name: web }, environment: production } } }"#.to_string(),
@@ -241,15 +242,28 @@ fn chain(stage: usize, city: &str, asn: &str) -> (Parsers, Processors) {
         "{ user_agent: {} }".to_string(),
         "{ http: {} }".to_string(),
     ];
-    let parsers: Vec<ParserConfig> = yaml(&format!("[{}]", parsers[..stage.min(2)].join(", ")));
-    let processors: Vec<ProcessorConfig> = yaml(&format!(
-        "[{}]",
-        processors[..stage.saturating_sub(2)].join(", ")
-    ));
+    (
+        format!("[{}]", parsers[..stage.min(2)].join(", ")),
+        format!("[{}]", processors[..stage.saturating_sub(2)].join(", ")),
+    )
+}
+
+/// The parsers and processors of the chain up to `stage` (an index of [`STAGES`]).
+fn chain(stage: usize, city: &str, asn: &str) -> (Parsers, Processors) {
+    let (parsers, processors) = chain_yaml(stage, city, asn);
+    let parsers: Vec<ParserConfig> = yaml(&parsers);
+    let processors: Vec<ProcessorConfig> = yaml(&processors);
     (
         Parsers::build(&parsers).unwrap(),
         Processors::build(&processors).unwrap(),
     )
+}
+
+/// The whole chain in the agent's configuration: the parsers of the input (indented under
+/// it), the processors at the top.
+fn agent_chain_config(city: &str, asn: &str) -> String {
+    let (parsers, processors) = chain_yaml(STAGES.len() - 1, city, asn);
+    format!("    parsers: {parsers}\nprocessors: {processors}")
 }
 
 fn bench(
@@ -302,6 +316,101 @@ fn cost(lines: &[&[Line]], parsers: &mut Parsers, processors: &Processors) -> Co
         allocations_per_event: per_event(allocations_now - allocations),
         bytes_allocated_per_event: per_event(bytes_now - bytes),
     }
+}
+
+/// Lines the agent runs read.
+const AGENT_LINES: usize = 200_000;
+
+/// Events per CPU second of the agent's own process, every thread counted (harvest, parsers,
+/// processors, queue, the file output's JSON and writes, registry commits), for `lines` as a
+/// file that appears whole (renamed) in a folder the agent watches. `chain` is the processing
+/// chain's configuration; without it the agent only reads (the baseline).
+fn agent_run(lines: &[Line], chain: Option<&str>) -> f64 {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs folder");
+    let config = dir.path().join("agent.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "inputs:\n  - type: filestream\n    id: bench\n    paths: [{logs}/*.log]\n{chain}\n\
+             watch: {{ backend: inotify }}\n\
+             registry: {{ path: {dir}/registry, flush: 100ms }}\n\
+             output.file: {{ path: {dir}/events.ndjson }}\n",
+            logs = logs.display(),
+            chain = chain.unwrap_or(""),
+            dir = dir.path().display(),
+        ),
+    )
+    .expect("agent config");
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_skiff-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting skiff-agent");
+    let pid = agent.id();
+    // One line first: once it is delivered, the agent is up and every start-up cost paid.
+    let write = |name: &str, lines: &[Line]| {
+        let staged = dir.path().join(name);
+        let mut text = Vec::new();
+        for line in lines {
+            text.extend_from_slice(&line.bytes);
+            text.push(b'\n');
+        }
+        std::fs::write(&staged, &text).expect("log file");
+        std::fs::rename(&staged, logs.join(name)).expect("log file in place");
+        text.len() as u64
+    };
+    let registry = dir.path().join("registry/offsets.json");
+    let ready = write("ready.log", &lines[..1]);
+    wait_for_offsets(&registry, ready);
+    let start = process_cpu_seconds(pid);
+    let size = write("access.log", lines);
+    wait_for_offsets(&registry, ready + size);
+    let cpu = process_cpu_seconds(pid) - start;
+    agent.kill().expect("stopping skiff-agent");
+    agent.wait().expect("skiff-agent exits");
+    lines.len() as f64 / cpu.max(1e-9)
+}
+
+/// Waits until the offsets of the agent's registry add up to `total` bytes.
+fn wait_for_offsets(registry: &Path, total: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let committed: u64 = std::fs::read(registry)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|registry| {
+                let entries = registry["entries"].as_array()?.clone();
+                Some(entries.iter().filter_map(|e| e["offset"].as_u64()).sum())
+            })
+            .unwrap_or(0);
+        if committed == total {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent committed {committed} of {total} bytes in 5 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// CPU seconds (user and system, every thread) `pid` has used.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the command's name, which is in parentheses and may hold spaces:
+    // utime and stime are the 14th and 15th fields of the line.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .expect("clock ticks per second");
+    ticks as f64 / per_second as f64
 }
 
 /// The round with the median rate (the counts are the same in every round).
@@ -371,6 +480,16 @@ fn main() {
         let step_ns = (1e9 / pair[1] - 1e9 / pair[0]).max(0.0);
         figures.push((format!("step_{}_ns_per_event", STAGES[i + 1]), step_ns));
     }
+    // The agent itself, reading the same kind of log with and without the chain.
+    let agent_lines = access_log(AGENT_LINES);
+    let agent_read = agent_run(&agent_lines, None);
+    let agent_chain = agent_run(&agent_lines, Some(&agent_chain_config(&city, &asn)));
+    figures.push(("agent_read_events_per_core_s".to_string(), agent_read));
+    figures.push(("agent_chain_events_per_core_s".to_string(), agent_chain));
+    figures.push((
+        "agent_chain_vs_read_ratio".to_string(),
+        agent_chain / agent_read,
+    ));
     let (read, full) = (rates[0], rates[STAGES.len() - 1]);
     figures.push(("read_ns_per_event".to_string(), 1e9 / read));
     figures.push(("chain_events_per_core_s".to_string(), full));

@@ -224,6 +224,11 @@ impl Object {
         }
     }
 
+    /// Whether the entries are shared (see [`Object::into_shared`]) and not yet copied.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.entries, Entries::Shared(_))
+    }
+
     fn slice(&self) -> &[Entry] {
         match &self.entries {
             Entries::Owned(entries) => entries,
