@@ -4,13 +4,15 @@
 //!
 //! criterion measures the bare CRI parse and the whole chain over the same lines. Whole runs
 //! then measure events/s per second of CPU of the chain up to each step, from `read` (only the
-//! event of the line, as the harvester makes it) to the whole chain, and report the cost of
-//! every step per event, and the allocations (and bytes allocated) per event up to each step.
-//! The stages take turns, [`ROUNDS`] times, and each figure is the median of its rounds: the
-//! chain is bound by memory, so a neighbour's load moves it by a third within minutes, and
-//! turns spread that over all stages alike. The whole chain's rate relative to `read`,
-//! measured in the same run, is the figure to compare across machines and busy hosts. Needs
-//! the `geoip` peer's databases (`cargo xtask bench process` starts it).
+//! event of the line, as the harvester makes it) to the whole chain, over [`POOL_LINES`]
+//! lines, and report the cost of every step per event, and the allocations (and bytes
+//! allocated) per event up to each step. The stages take turns, [`ROUNDS`] times, and each
+//! figure is the median of its rounds: the chain is bound by memory, so a neighbour's load
+//! moves it by a third within minutes, and turns spread that over all stages alike. The whole
+//! chain's rate relative to `read`, measured in the same run, is the figure to compare across
+//! machines and busy hosts. Last, the agent's own binary reads [`AGENT_LINES`] of them with
+//! and without the chain (`agent_*`): what a node pays, outputs and queue included. Needs the
+//! `geoip` peer's databases (`cargo xtask bench process` starts it).
 
 use criterion::{Criterion, Throughput};
 use skiff_agent::harvest::Line;
@@ -22,7 +24,16 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::path::Path;
 
-const LINES: usize = 20_000;
+/// Lines the whole runs go through, batch after batch, starting over at the end: so many
+/// that a one-off address or user agent has left the caches (10,000 entries each) before it
+/// comes again, as in a real log; a short set read over and over would find every one of
+/// them cached after its first pass.
+const POOL_LINES: usize = 400_000;
+/// The first of them, which criterion's iterations read over and over (so its figures find
+/// more in the caches than the whole runs do).
+const CRITERION_LINES: usize = 20_000;
+/// Batches read before a turn is timed, to warm the caches up.
+const WARM_BATCHES: usize = 16;
 /// Turns each stage of the chain takes.
 const ROUNDS: usize = 5;
 /// CPU seconds of one turn.
@@ -294,19 +305,31 @@ struct Cost {
     bytes_allocated_per_event: f64,
 }
 
-/// Events per second of CPU time of this thread, over passes of `lines` that take at least
-/// [`ROUND_CPU_S`] of CPU (after one pass that warms the caches up), and the allocations and
-/// bytes allocated per event.
-fn cost(lines: &[&[Line]], parsers: &mut Parsers, processors: &Processors) -> Cost {
+/// Events per second of CPU time of this thread, over the batches of `pool` from `next` on
+/// (wrapping around) that take at least [`ROUND_CPU_S`] of CPU, after [`WARM_BATCHES`] that
+/// warm the caches up; and the allocations and bytes allocated per event.
+fn cost(
+    pool: &[&[Line]],
+    next: &mut usize,
+    parsers: &mut Parsers,
+    processors: &Processors,
+) -> Cost {
     let mut out = Vec::new();
-    run(lines, parsers, processors, &mut out);
+    let mut take = |batches: usize| -> usize {
+        (0..batches)
+            .map(|_| {
+                let batch = &pool[*next..*next + 1];
+                *next = (*next + 1) % pool.len();
+                run(batch, parsers, processors, &mut out)
+            })
+            .sum()
+    };
+    take(WARM_BATCHES);
     let start = thread_cpu_seconds();
     let (allocations, bytes) = allocated();
     let mut events = 0;
-    let mut passes = 0;
-    while passes < 3 || thread_cpu_seconds() - start < ROUND_CPU_S {
-        events += run(lines, parsers, processors, &mut out);
-        passes += 1;
+    while thread_cpu_seconds() - start < ROUND_CPU_S {
+        events += take(WARM_BATCHES);
     }
     let events = events as f64;
     let per_event = |n: u64| n as f64 / events.max(1.0);
@@ -433,12 +456,12 @@ fn main() {
     ) else {
         return;
     };
-    let lines = access_log(LINES);
-    let lines = batches(&lines);
+    let lines = access_log(POOL_LINES);
+    let pool = batches(&lines);
     let mut criterion = Criterion::default().configure_from_args();
     bench(
         &mut criterion,
-        &lines,
+        &batches(&lines[..CRITERION_LINES]),
         &mut chain(1, &city, &asn),
         &mut chain(STAGES.len() - 1, &city, &asn),
     );
@@ -450,9 +473,10 @@ fn main() {
         .map(|stage| chain(stage, &city, &asn))
         .collect();
     let mut rounds: Vec<Vec<Cost>> = (0..STAGES.len()).map(|_| Vec::new()).collect();
+    let mut next = 0;
     for _ in 0..ROUNDS {
         for ((parsers, processors), costs) in chains.iter_mut().zip(&mut rounds) {
-            costs.push(cost(&lines, parsers, processors));
+            costs.push(cost(&pool, &mut next, parsers, processors));
         }
     }
     let full_rounds: Vec<f64> = rounds[STAGES.len() - 1]
@@ -481,9 +505,9 @@ fn main() {
         figures.push((format!("step_{}_ns_per_event", STAGES[i + 1]), step_ns));
     }
     // The agent itself, reading the same kind of log with and without the chain.
-    let agent_lines = access_log(AGENT_LINES);
-    let agent_read = agent_run(&agent_lines, None);
-    let agent_chain = agent_run(&agent_lines, Some(&agent_chain_config(&city, &asn)));
+    let agent_lines = &lines[..AGENT_LINES];
+    let agent_read = agent_run(agent_lines, None);
+    let agent_chain = agent_run(agent_lines, Some(&agent_chain_config(&city, &asn)));
     figures.push(("agent_read_events_per_core_s".to_string(), agent_read));
     figures.push(("agent_chain_events_per_core_s".to_string(), agent_chain));
     figures.push((
