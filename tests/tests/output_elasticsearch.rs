@@ -6,10 +6,10 @@ mod output_support;
 
 use output_support::{assert_all_delivered, count_offsets, events};
 use serde_json::{Value, json};
+use skiff_agent::output::Output;
 use skiff_agent::output::dead_letter::DeadLetterConfig;
 use skiff_agent::output::elasticsearch::{Elasticsearch, ElasticsearchConfig};
 use skiff_agent::output::metrics::OutputMetrics;
-use skiff_agent::output::Output;
 use skiff_agent::queue::{Queue, QueueConfig};
 use skiff_tests::{env, require_peer, unique};
 use std::sync::{Arc, Mutex};

@@ -5,10 +5,10 @@
 mod output_support;
 
 use output_support::{BeatsServer, assert_all_delivered, count_offsets, events, pki, read_ndjson};
+use skiff_agent::output::Output;
 use skiff_agent::output::logstash::{Logstash, LogstashConfig};
 use skiff_agent::output::metrics::OutputMetrics;
 use skiff_agent::output::tls::TlsConfig;
-use skiff_agent::output::Output;
 use skiff_agent::process::Event;
 use skiff_tests::{env, require_peer, unique};
 use std::time::{Duration, Instant};
