@@ -375,23 +375,21 @@ fn agent_run(lines: &[Line], chain: Option<&str>) -> f64 {
     let pid = agent.id();
     // One line first: once it is delivered, the agent is up and every start-up cost paid.
     let write = |name: &str, lines: &[Line]| {
-        let staged = dir.path().join(name);
-        let mut text = Vec::new();
+        let mut text = String::new();
         for line in lines {
-            text.extend_from_slice(&line.bytes);
-            text.push(b'\n');
+            text.push_str(std::str::from_utf8(&line.bytes).expect("generated lines are UTF-8"));
+            text.push('\n');
         }
-        std::fs::write(&staged, &text).expect("log file");
-        std::fs::rename(&staged, logs.join(name)).expect("log file in place");
+        skiff_tests::write_atomically(&logs.join(name), &text);
         text.len() as u64
     };
     let registry = dir.path().join("registry/offsets.json");
     let ready = write("ready.log", &lines[..1]);
     wait_for_offsets(&registry, ready);
-    let start = process_cpu_seconds(pid);
+    let start = skiff_tests::bench::cpu_seconds(pid);
     let size = write("access.log", lines);
     wait_for_offsets(&registry, ready + size);
-    let cpu = process_cpu_seconds(pid) - start;
+    let cpu = skiff_tests::bench::cpu_seconds(pid) - start;
     agent.kill().expect("stopping skiff-agent");
     agent.wait().expect("skiff-agent exits");
     lines.len() as f64 / cpu.max(1e-9)
@@ -420,23 +418,7 @@ fn wait_for_offsets(registry: &Path, total: u64) {
     }
 }
 
-/// CPU seconds (user and system, every thread) `pid` has used.
-fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // The fields after the command's name, which is in parentheses and may hold spaces:
-    // utime and stime are the 14th and 15th fields of the line.
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 2..]
-        .split(' ')
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .expect("clock ticks per second");
-    ticks as f64 / per_second as f64
-}
-
-/// The round with the median rate (the counts are the same in every round).
+/// The round with the median rate, with that round's counts.
 fn median(mut costs: Vec<Cost>) -> Cost {
     costs.sort_by(|a, b| a.events_per_core_s.total_cmp(&b.events_per_core_s));
     costs.swap_remove(costs.len() / 2)

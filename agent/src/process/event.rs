@@ -426,8 +426,11 @@ impl<K: AsRef<str> + Into<Text>, V: Into<Value>> Extend<(K, V)> for Object {
 }
 
 impl<K: AsRef<str> + Into<Text>, V: Into<Value>> FromIterator<(K, V)> for Object {
+    /// With room for as many entries as the iterator says it has: most collected objects
+    /// are small, and a vector's first growth would give them room for four.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
-        let mut object = Object::new();
+        let entries = entries.into_iter();
+        let mut object = Object::with_capacity(entries.size_hint().0);
         object.extend(entries);
         object
     }

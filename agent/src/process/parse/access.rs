@@ -4,7 +4,7 @@
 //! line of a busy web server, and a regular expression costs several times as much.
 
 use super::message;
-use crate::process::{Event, Object, Text, Value, field, format_timestamp};
+use crate::process::{Event, Object, Text, field, format_timestamp};
 use chrono::{Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -106,7 +106,7 @@ impl AccessLog {
         client_fields.insert("ip", client);
         event.merge_key("client", client_fields);
         if let Some(user) = user {
-            event.merge_key("user", object([("name", user.into())]));
+            event.merge_key("user", Object::from_iter([("name", user)]));
         }
         if let Some(time) = time {
             event.insert("@timestamp", time);
@@ -134,7 +134,7 @@ impl AccessLog {
                 response.insert("status_code", status);
             }
             if let Some(bytes) = bytes {
-                response.insert("body", object([("bytes", bytes.into())]));
+                response.insert("body", Object::from_iter([("bytes", bytes)]));
             }
             http.insert("response", response);
         }
@@ -145,16 +145,9 @@ impl AccessLog {
             event.merge_key("url", url);
         }
         if let Some(agent) = user_agent {
-            event.merge_key("user_agent", object([("original", agent.into())]));
+            event.merge_key("user_agent", Object::from_iter([("original", agent)]));
         }
     }
-}
-
-/// An object of exactly these entries.
-fn object<const N: usize>(entries: [(&str, Value); N]) -> Object {
-    let mut object = Object::with_capacity(N);
-    object.extend(entries);
-    object
 }
 
 /// Parses one combined (or common) access log line.
