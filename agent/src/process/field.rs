@@ -34,13 +34,16 @@ pub fn insert(event: &mut Event, path: &str, value: impl Into<Value>) -> Option<
     }
 }
 
-/// Like [`insert`], but leaves an existing value alone. Returns whether it inserted.
+/// Like [`insert`], but leaves an existing value alone (nested or under a flat key, as [`get`]
+/// finds it). Returns whether it inserted. One walk down the path: at each level the rest of
+/// it is looked up as a flat key before going into the nested object.
 pub fn insert_if_absent(event: &mut Event, path: &str, value: impl Into<Value>) -> bool {
-    if get(event, path).is_some() {
-        return false;
+    match split_once(path, b'.') {
+        None => event.insert_if_absent(path, value),
+        Some((head, rest)) => {
+            !event.contains_key(path) && insert_if_absent(event.object_mut(head), rest, value)
+        }
     }
-    insert(event, path, value);
-    true
 }
 
 /// The object at `path`, created (or made an object) if needed; `""` is the event itself.
@@ -66,11 +69,12 @@ pub fn remove(event: &mut Event, path: &str) -> Option<Value> {
     nested.or_else(|| event.remove(path))
 }
 
-/// `text` split at the first `byte` (an ASCII character), as `str::split_once` does; with
-/// `memchr` directly, as paths and log lines are split on every event.
+/// `text` split at the first `byte` (an ASCII character), as `str::split_once` does. For
+/// path segments and the words of a log line, split on every event: they are short, and a
+/// plain loop finds the byte before `memchr` (or `str`'s searcher) has set up its search.
 pub fn split_once(text: &str, byte: u8) -> Option<(&str, &str)> {
     debug_assert!(byte.is_ascii());
-    let at = memchr::memchr(byte, text.as_bytes())?;
+    let at = text.bytes().position(|b| b == byte)?;
     Some((&text[..at], &text[at + 1..]))
 }
 
@@ -122,6 +126,21 @@ mod tests {
         );
         assert!(!insert_if_absent(&mut e, "http.response.status_code", 500));
         assert_eq!(e["http"]["response"]["status_code"], 200);
+    }
+
+    #[test]
+    fn insert_if_absent_sees_flat_keys_at_every_level() {
+        let mut e = event(json!({ "url.path": "/a", "http": { "response.status_code": 200 } }));
+        assert!(!insert_if_absent(&mut e, "url.path", "/b"));
+        assert!(!insert_if_absent(&mut e, "http.response.status_code", 500));
+        assert_eq!(
+            e,
+            event(json!({ "url.path": "/a", "http": { "response.status_code": 200 } }))
+        );
+        assert!(insert_if_absent(&mut e, "url.query", "q=1"));
+        assert!(insert_if_absent(&mut e, "http.request.method", "GET"));
+        assert_eq!(e["url"], json!({ "query": "q=1" }));
+        assert_eq!(e["http"]["request"], json!({ "method": "GET" }));
     }
 
     #[test]

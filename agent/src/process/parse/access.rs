@@ -5,7 +5,7 @@
 
 use super::message;
 use crate::process::{Event, Object, Text, field, format_timestamp};
-use chrono::{Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
+use chrono::{FixedOffset, NaiveDate, TimeZone};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
@@ -154,8 +154,8 @@ impl AccessLog {
 pub fn parse_line(line: &str) -> Option<AccessLine<'_>> {
     let (client, rest) = field::split_once(line, b' ')?;
     let (_ident, rest) = field::split_once(rest, b' ')?;
-    let (user, rest) = rest.split_once(" [")?;
-    let (time, rest) = rest.split_once("] \"")?;
+    let (user, rest) = split_around(rest, " [")?;
+    let (time, rest) = split_around(rest, "] \"")?;
     let (request, rest) = quoted(rest)?;
     // Status, then bytes (`-` when the line ends after the status), then the rest.
     let rest = rest.trim_start();
@@ -191,6 +191,22 @@ pub fn parse_line(line: &str) -> Option<AccessLine<'_>> {
         referrer,
         user_agent,
     })
+}
+
+/// `text` split around the first `separator`, as `str::split_once` does. The spans before
+/// these separators are short: a scan for the first byte is done before `str`'s searcher has
+/// been set up.
+fn split_around<'a>(text: &'a str, separator: &str) -> Option<(&'a str, &'a str)> {
+    let (first, tail) = separator.as_bytes().split_first()?;
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    loop {
+        let at = from + bytes[from..].iter().position(|b| b == first)?;
+        if bytes[at + 1..].starts_with(tail) {
+            return Some((&text[..at], &text[at + separator.len()..]));
+        }
+        from = at + 1;
+    }
 }
 
 /// Splits `GET /a HTTP/1.1`; anything else is kept raw.
@@ -289,53 +305,52 @@ fn quoted(text: &str) -> Option<(Cow<'_, str>, &str)> {
 
 /// `10/Oct/2026:13:55:36 +0000` → `2026-10-10T13:55:36.000Z`.
 fn parse_time(text: &str) -> Option<Text> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
     let b = text.as_bytes();
     if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[20] != b' ' {
         return None;
     }
-    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
-    let month = match &text[3..6] {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let date = NaiveDate::from_ymd_opt(num(7..11)? as i32, month, num(0..2)?)?;
-    let local = date.and_hms_opt(num(12..14)?, num(15..17)?, num(18..20)?)?;
+    let month = MONTHS.iter().position(|name| name[..] == b[3..6])? as u32 + 1;
+    let date = NaiveDate::from_ymd_opt(number(&b[7..11])? as i32, month, number(&b[0..2])?)?;
+    let local = date.and_hms_opt(
+        number(&b[12..14])?,
+        number(&b[15..17])?,
+        number(&b[18..20])?,
+    )?;
     let sign = match b[21] {
         b'+' => 1,
         b'-' => -1,
         _ => return None,
     };
-    let offset = FixedOffset::east_opt(sign * (num(22..24)? * 3600 + num(24..26)? * 60) as i32)?;
-    if offset.local_minus_utc() == 0 {
-        // Most servers log in UTC: the time as it is, without a calendar round trip.
+    let offset = number(&b[22..24])? * 3600 + number(&b[24..26])? * 60;
+    if offset == 0 {
+        // Most servers log in UTC: the digits as they are (checked above), without a calendar
+        // round trip or formatting.
         let mut out = *b"0000-00-00T00:00:00.000Z";
-        for (at, width, n) in [
-            (0, 4, local.year() as u32),
-            (5, 2, local.month()),
-            (8, 2, local.day()),
-            (11, 2, local.hour()),
-            (14, 2, local.minute()),
-            (17, 2, local.second()),
-        ] {
-            for place in 0..width {
-                out[at + width - 1 - place] = b'0' + (n / 10u32.pow(place as u32) % 10) as u8;
-            }
-        }
+        out[0..4].copy_from_slice(&b[7..11]);
+        out[5..7].copy_from_slice(&[b'0' + (month / 10) as u8, b'0' + (month % 10) as u8]);
+        out[8..10].copy_from_slice(&b[0..2]);
+        out[11..13].copy_from_slice(&b[12..14]);
+        out[14..16].copy_from_slice(&b[15..17]);
+        out[17..19].copy_from_slice(&b[18..20]);
         return Some(Text::new(std::str::from_utf8(&out).expect("ASCII")));
     }
-    let time = offset.from_local_datetime(&local).single()?;
+    let time = FixedOffset::east_opt(sign * offset as i32)?
+        .from_local_datetime(&local)
+        .single()?;
     Some(format_timestamp(time.to_utc()))
+}
+
+/// The number written in `digits`, if they are all ASCII digits.
+fn number(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |n, &digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| n * 10 + u32::from(digit - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -370,5 +385,31 @@ mod tests {
         assert_eq!(event["url"], json!({ "original": "/a?b=1" }));
         assert_eq!(event["user_agent"], json!({ "original": "curl/8.5.0" }));
         assert_eq!(event["@timestamp"], "2026-10-10T13:55:36.000Z");
+    }
+
+    #[test]
+    fn times_are_read_in_utc_or_converted_and_bad_ones_refused() {
+        for (time, want) in [
+            (
+                "10/Oct/2026:13:55:36 +0000",
+                Some("2026-10-10T13:55:36.000Z"),
+            ),
+            (
+                "01/Jan/2026:00:30:00 +0130",
+                Some("2025-12-31T23:00:00.000Z"),
+            ),
+            (
+                "28/Feb/2026:23:00:00 -0100",
+                Some("2026-03-01T00:00:00.000Z"),
+            ),
+            ("29/Feb/2026:10:00:00 +0000", None),
+            ("10/Oct/2026:24:00:00 +0000", None),
+            ("10/Okt/2026:13:55:36 +0000", None),
+            ("1x/Oct/2026:13:55:36 +0000", None),
+            ("10/Oct/2026:13:55:36 0000", None),
+            ("10/Oct/2026:13:55:36 *0000", None),
+        ] {
+            assert_eq!(parse_time(time).as_deref(), want, "{time}");
+        }
     }
 }
