@@ -26,6 +26,7 @@ use compact_str::CompactString;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Number;
+use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Index;
 use std::sync::Arc;
@@ -87,16 +88,38 @@ impl Entry {
 /// the keys, except that keys equal in their first 8 bytes (or shorter, up to NUL bytes) are
 /// equal here and told apart by comparing them whole.
 fn prefix(key: &str) -> u64 {
-    let bytes = key.as_bytes();
-    match bytes.first_chunk::<8>() {
-        Some(first) => u64::from_be_bytes(*first),
-        // Shifted in byte by byte: copying a short key into a zeroed buffer and reading it
-        // back as one integer stalls the CPU (the load waits for the copy's small stores),
-        // and this runs on every lookup.
-        None => bytes
-            .iter()
-            .enumerate()
-            .fold(0, |n, (i, &b)| n | u64::from(b) << (56 - 8 * i)),
+    let b = key.as_bytes();
+    let n = b.len();
+    if let Some(first) = b.first_chunk::<8>() {
+        return u64::from_be_bytes(*first);
+    }
+    // A shorter key is read with two loads that overlap and together cover it (the bytes
+    // both read are the same), each shifted to where its bytes go. This runs on every
+    // lookup: shifting the bytes in one by one took a loop, and copying them into a zeroed
+    // buffer stalled the CPU (the load waits for the copy's small stores).
+    match n {
+        4.. => {
+            let head = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            let tail = u32::from_be_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+            u64::from(head) << 32 | u64::from(tail) << (8 * (8 - n))
+        }
+        2.. => {
+            let head = u16::from_be_bytes([b[0], b[1]]);
+            let tail = u16::from_be_bytes([b[n - 2], b[n - 1]]);
+            u64::from(head) << 48 | u64::from(tail) << (8 * (8 - n))
+        }
+        1 => u64::from(b[0]) << 56,
+        0 => 0,
+    }
+}
+
+/// The order of two keys whose [`prefix`]es are equal.
+fn tie_break(a: &str, b: &str) -> Ordering {
+    if a.len() <= 8 && b.len() <= 8 {
+        // Both whole in their prefixes: the shorter is the other's start.
+        a.len().cmp(&b.len())
+    } else {
+        a.cmp(b)
     }
 }
 
@@ -236,19 +259,27 @@ impl Object {
         }
     }
 
-    /// The entries to change, copied first if they are shared.
+    /// The entries to change, copied first if they are shared. Inlined into every write,
+    /// with the copy out of line.
+    #[inline]
     fn vec_mut(&mut self) -> &mut Vec<Entry> {
         if let Entries::Shared(shared) = &self.entries {
-            // With room to grow, as a vector of its own would have: the write that copies it
-            // is usually an insert (a processor adding a field to a cached object).
-            let mut owned = Vec::with_capacity((shared.len() * 2).max(4));
-            owned.extend(shared.iter().cloned());
-            self.entries = Entries::Owned(owned);
+            self.entries = Entries::Owned(Self::copied(shared));
         }
         match &mut self.entries {
             Entries::Owned(entries) => entries,
             Entries::Shared(_) => unreachable!("copied above"),
         }
+    }
+
+    /// A copy of shared entries, with room to grow as a vector of its own would have: the
+    /// write that copies them is usually an insert (a processor adding a field to a cached
+    /// object).
+    #[cold]
+    fn copied(shared: &[Entry]) -> Vec<Entry> {
+        let mut owned = Vec::with_capacity((shared.len() * 2).max(4));
+        owned.extend(shared.iter().cloned());
+        owned
     }
 
     fn into_entries(self) -> std::vec::IntoIter<Entry> {
@@ -272,17 +303,31 @@ impl Object {
     /// Where `key` is, or where it would go.
     fn find(&self, key: &str) -> Result<usize, usize> {
         let wanted = prefix(key);
-        self.slice().binary_search_by(|entry| {
-            entry.prefix.cmp(&wanted).then_with(|| {
-                let other = entry.key.as_str();
-                if other.len() <= 8 && key.len() <= 8 {
-                    // Both whole in their prefixes: the shorter is the other's start.
-                    other.len().cmp(&key.len())
-                } else {
-                    other.cmp(key)
-                }
-            })
-        })
+        let entries = self.slice();
+        // Halved while many are left, then scanned: most objects have a handful of keys, and
+        // comparing their prefixes one after the other takes fewer instructions (and fewer
+        // mispredicted branches) than a binary search's steps.
+        let (mut at, mut end) = (0, entries.len());
+        while end - at > 8 {
+            let middle = at + (end - at) / 2;
+            match entries[middle].prefix.cmp(&wanted) {
+                Ordering::Less => at = middle + 1,
+                Ordering::Greater => end = middle,
+                // Keys sharing the prefix may be on both sides: the scan finds them.
+                Ordering::Equal => break,
+            }
+        }
+        while at < end && entries[at].prefix < wanted {
+            at += 1;
+        }
+        while at < end && entries[at].prefix == wanted {
+            match tie_break(&entries[at].key, key) {
+                Ordering::Less => at += 1,
+                Ordering::Equal => return Ok(at),
+                Ordering::Greater => break,
+            }
+        }
+        Err(at)
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -311,6 +356,21 @@ impl Object {
             Err(at) => {
                 self.vec_mut().insert(at, Entry::new(key.into(), value));
                 None
+            }
+        }
+    }
+
+    /// Sets `key` to `value` unless it has a value already. Returns whether it did.
+    pub fn insert_if_absent<K>(&mut self, key: K, value: impl Into<Value>) -> bool
+    where
+        K: AsRef<str> + Into<Text>,
+    {
+        match self.find(key.as_ref()) {
+            Ok(_) => false,
+            Err(at) => {
+                self.vec_mut()
+                    .insert(at, Entry::new(key.into(), value.into()));
+                true
             }
         }
     }
@@ -781,6 +841,50 @@ mod tests {
         assert_eq!(sorted, keys);
         for key in keys {
             assert_eq!(object[key], key);
+        }
+    }
+
+    #[test]
+    fn large_objects_are_searched_as_small_ones() {
+        // Many keys sharing their first 8 bytes, and many not: the halving steps meet both.
+        let mut keys: Vec<String> = (0..40).map(|i| format!("abcdefgh{i}")).collect();
+        keys.extend((0..40).map(|i| format!("k{i}")));
+        let mut object = Object::new();
+        for (i, key) in keys.iter().enumerate() {
+            if i % 2 == 0 {
+                object.insert(key.as_str(), i as u64);
+            }
+        }
+        for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 2 == 1).rev() {
+            object.insert(key.as_str(), i as u64);
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        let found: Vec<&str> = object.keys().map(Text::as_str).collect();
+        assert_eq!(found, sorted);
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(object[key.as_str()], i as u64, "{key}");
+            assert!(object.get(&format!("{key}x")).is_none(), "{key}x");
+        }
+        assert!(object.get("abcdefgh").is_none() && object.get("a").is_none());
+    }
+
+    #[test]
+    fn prefixes_are_the_first_eight_bytes_zero_padded() {
+        let alphabet = ["\0", "a", "\u{ff}", "é"];
+        let mut keys = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = keys
+                .iter()
+                .flat_map(|key| alphabet.iter().map(move |c| format!("{key}{c}")))
+                .collect();
+            keys.extend(longer);
+        }
+        for key in &keys {
+            let mut padded = [0; 8];
+            let n = key.len().min(8);
+            padded[..n].copy_from_slice(&key.as_bytes()[..n]);
+            assert_eq!(prefix(key), u64::from_be_bytes(padded), "{key:?}");
         }
     }
 
