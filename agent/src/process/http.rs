@@ -168,8 +168,9 @@ fn is_method(word: &str) -> bool {
 /// `path` with every id-like segment replaced by `:id`.
 pub fn route(path: &str) -> Text {
     // Written straight into the text, a run of plain segments at a time: most routes fit
-    // inline, without an allocation.
-    let mut route = Text::with_capacity(path.len());
+    // inline, without an allocation (not sized from the path: a long path with ids makes a
+    // short route).
+    let mut route = Text::default();
     let (mut copied, mut start) = (0, 0);
     for segment in path.as_bytes().split(|&b| b == b'/') {
         let end = start + segment.len();
@@ -194,18 +195,10 @@ const CLASSES: [u8; 256] = {
     let mut b = 0;
     while b < 256 {
         let byte = b as u8;
-        let digit = byte.is_ascii_digit();
-        classes[b] = if digit { DIGIT } else { 0 }
-            | if byte.is_ascii_hexdigit() || byte == b'-' {
-                HEX
-            } else {
-                0
-            }
-            | if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
-                TOKEN
-            } else {
-                0
-            };
+        let hex = byte.is_ascii_hexdigit() || byte == b'-';
+        let token = byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_';
+        classes[b] =
+            (DIGIT * byte.is_ascii_digit() as u8) | (HEX * hex as u8) | (TOKEN * token as u8);
         b += 1;
     }
     classes

@@ -138,11 +138,7 @@ fn utc_rfc3339_timestamp(text: &str) -> Option<Text> {
         [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => digits,
         _ => return None,
     };
-    let number = |range: std::ops::Range<usize>| -> Option<u32> {
-        b[range].iter().try_fold(0, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
-        })
-    };
+    let number = |range: std::ops::Range<usize>| parse_digits(&b[range]);
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
     let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
     if !fraction.iter().all(u8::is_ascii_digit)
@@ -160,6 +156,16 @@ fn utc_rfc3339_timestamp(text: &str) -> Option<Text> {
     out.push_str(&text[..19]);
     push_millis(&mut out, millis);
     Some(out)
+}
+
+/// The number written in `digits`, if they are all ASCII digits: the fields of the
+/// timestamps in log lines, read without `str::parse`'s generality.
+pub fn parse_digits(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |n, &digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| n * 10 + u32::from(digit - b'0'))
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! line of a busy web server, and a regular expression costs several times as much.
 
 use super::message;
-use crate::process::{Event, Object, Text, field, format_timestamp};
+use crate::process::{Event, Object, Text, field, format_timestamp, parse_digits};
 use chrono::{FixedOffset, NaiveDate, TimeZone};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -314,18 +314,22 @@ fn parse_time(text: &str) -> Option<Text> {
         return None;
     }
     let month = MONTHS.iter().position(|name| name[..] == b[3..6])? as u32 + 1;
-    let date = NaiveDate::from_ymd_opt(number(&b[7..11])? as i32, month, number(&b[0..2])?)?;
+    let date = NaiveDate::from_ymd_opt(
+        parse_digits(&b[7..11])? as i32,
+        month,
+        parse_digits(&b[0..2])?,
+    )?;
     let local = date.and_hms_opt(
-        number(&b[12..14])?,
-        number(&b[15..17])?,
-        number(&b[18..20])?,
+        parse_digits(&b[12..14])?,
+        parse_digits(&b[15..17])?,
+        parse_digits(&b[18..20])?,
     )?;
     let sign = match b[21] {
         b'+' => 1,
         b'-' => -1,
         _ => return None,
     };
-    let offset = number(&b[22..24])? * 3600 + number(&b[24..26])? * 60;
+    let offset = parse_digits(&b[22..24])? * 3600 + parse_digits(&b[24..26])? * 60;
     if offset == 0 {
         // Most servers log in UTC: the digits as they are (checked above), without a calendar
         // round trip or formatting.
@@ -342,15 +346,6 @@ fn parse_time(text: &str) -> Option<Text> {
         .from_local_datetime(&local)
         .single()?;
     Some(format_timestamp(time.to_utc()))
-}
-
-/// The number written in `digits`, if they are all ASCII digits.
-fn number(digits: &[u8]) -> Option<u32> {
-    digits.iter().try_fold(0u32, |n, &digit| {
-        digit
-            .is_ascii_digit()
-            .then(|| n * 10 + u32::from(digit - b'0'))
-    })
 }
 
 #[cfg(test)]
