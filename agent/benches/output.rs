@@ -20,7 +20,7 @@ use skiff_agent::output::kafka::{Kafka, KafkaConfig};
 use skiff_agent::output::metrics::OutputMetrics;
 use skiff_agent::output::{Output, OutputError};
 use skiff_agent::process::{Event, Source, event_from_line};
-use skiff_agent::queue::{Queue, QueueConfig};
+use skiff_agent::queue::{Queue, QueueConfig, QueueMetrics};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -57,7 +57,13 @@ async fn file_to(output: Box<dyn Output>, path: &Path) -> f64 {
             acknowledged.fetch_add(lines, Ordering::Relaxed);
         })
     };
-    let queue = Queue::start(&QueueConfig::default(), vec![output], on_safe).expect("queue");
+    let queue = Queue::start(
+        &QueueConfig::default(),
+        vec![output],
+        on_safe,
+        QueueMetrics::default(),
+    )
+    .expect("queue");
     let mut harvester = Harvester::open(path).expect("open the generated file");
     let mut lines = Vec::new();
     loop {

@@ -25,7 +25,7 @@ use crate::output::logstash::Logstash;
 use crate::output::metrics::OutputMetrics;
 use crate::process::input::{InputSteps, Processing};
 use crate::process::{Event, Object, Processors, Source, event_from_line};
-use crate::queue::{OnSafe, Queue};
+use crate::queue::{OnSafe, Queue, QueueMetrics};
 use crate::registry::{Checkpoint, Registry};
 use crate::watch;
 use anyhow::{Context, Result};
@@ -46,6 +46,8 @@ const PARSER_TICK: Duration = Duration::from_millis(250);
 pub async fn run(config: Config) -> Result<()> {
     let mut metrics_registry = metrics::new_registry();
     let file_metrics = FileMetrics::register(&mut metrics_registry);
+    let queue_metrics = QueueMetrics::default();
+    queue_metrics.register(&mut metrics_registry);
     let outputs = outputs(&config, &mut metrics_registry)?;
     let mut inputs = Vec::new();
     let mut steps = HashMap::new();
@@ -107,6 +109,7 @@ pub async fn run(config: Config) -> Result<()> {
         &config.queue,
         outputs,
         Commit::apply_to(Arc::clone(&registry)),
+        queue_metrics,
     )?;
     let mut delivery = tokio::spawn(deliver(rx, queue, processing, host));
     let flusher = tokio::spawn(flush_every(Arc::clone(&registry), config.registry.flush));

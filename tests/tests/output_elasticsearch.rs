@@ -10,7 +10,7 @@ use skiff_agent::output::Output;
 use skiff_agent::output::dead_letter::DeadLetterConfig;
 use skiff_agent::output::elasticsearch::{Elasticsearch, ElasticsearchConfig};
 use skiff_agent::output::metrics::OutputMetrics;
-use skiff_agent::queue::{Queue, QueueConfig};
+use skiff_agent::queue::{Queue, QueueConfig, QueueMetrics};
 use skiff_tests::{env, require_peer, unique};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -98,8 +98,13 @@ async fn workers_behind_the_queue_index_every_event_once_and_commit_in_order() {
         let committed = Arc::clone(&committed);
         Box::new(move |batch: u64| committed.lock().unwrap().push(batch))
     };
-    let queue =
-        Queue::start(&QueueConfig::default(), vec![Box::new(output)], on_safe).expect("queue");
+    let queue = Queue::start(
+        &QueueConfig::default(),
+        vec![Box::new(output)],
+        on_safe,
+        QueueMetrics::default(),
+    )
+    .expect("queue");
     // Small batches, as from files that grow slowly: several requests in flight at once.
     for batch in 0..40 {
         queue

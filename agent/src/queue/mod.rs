@@ -13,16 +13,20 @@
 //! - **Disk queue** (`queue.disk`): batches are appended to segment files and fsynced; that is
 //!   when their token is handed back, so the readers and the registry go on while an output is
 //!   down, until `max_size` is reached. Each output's cursor is saved after every
-//!   acknowledgement, so after a crash each output resumes where *it* stopped.
+//!   acknowledgement, so after a crash each output resumes where *it* stopped. A batch that
+//!   cannot be read back is never passed over: its output stops there and tries again (an
+//!   error, counted), so nothing behind it is released either.
 
 pub mod config;
 pub mod disk;
+pub mod metrics;
 
 pub use config::QueueConfig;
+pub use metrics::QueueMetrics;
 
 use crate::output::{Output, OutputError};
 use crate::process::{Event, Value};
-use disk::{DiskStore, Location};
+use disk::{DiskStore, Location, Recovery};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +67,10 @@ struct Shared<T> {
     released: watch::Sender<u64>,
     on_safe: Mutex<OnSafe<T>>,
     store: Option<(std::path::PathBuf, Mutex<DiskStore>)>,
+    /// One push at a time: a batch's number, its record and its entry must be taken in the
+    /// same order by every push.
+    pushing: tokio::sync::Mutex<()>,
+    metrics: QueueMetrics,
     max_events: usize,
     max_bytes: u64,
 }
@@ -75,6 +83,7 @@ struct State<T> {
     cursors: Vec<u64>,
     names: Vec<&'static str>,
     events: usize,
+    /// Estimated bytes held (memory queue; the disk queue's size is its store's).
     bytes: u64,
     closed: bool,
 }
@@ -92,6 +101,9 @@ struct Entry<T> {
 enum Payload {
     Memory(Arc<Vec<Event>>),
     Disk(Location),
+    /// A disk record found damaged when the queue was opened: counted as lost then, nothing
+    /// left to send.
+    Lost,
 }
 
 impl<T> State<T> {
@@ -107,6 +119,7 @@ impl<T: Send + 'static> Queue<T> {
         config: &QueueConfig,
         outputs: Vec<Box<dyn Output>>,
         on_safe: OnSafe<T>,
+        metrics: QueueMetrics,
     ) -> Result<Self, QueueError> {
         let names: Vec<&'static str> = outputs.iter().map(|o| o.name()).collect();
         let mut state = State {
@@ -121,42 +134,13 @@ impl<T: Send + 'static> Queue<T> {
         let (store, max_events, max_bytes) = match &config.disk {
             None => (None, config.mem.events, config.mem.bytes),
             Some(disk) => {
-                let error = |source| QueueError::Disk {
-                    path: disk.path.clone(),
-                    source,
-                };
                 let segment = disk.segment_size.min(disk.max_size / 8).max(1);
-                let (store, recovered, saved) =
-                    DiskStore::open(&disk.path, segment).map_err(error)?;
-                let first = recovered.first().map_or(0, |r| r.seq);
-                state.next_seq = recovered.last().map_or(0, |r| r.seq + 1);
-                for (cursor, name) in state.cursors.iter_mut().zip(&state.names) {
-                    *cursor = saved.get(*name).copied().unwrap_or(first).max(first);
-                }
-                let oldest = state
-                    .cursors
-                    .iter()
-                    .copied()
-                    .min()
-                    .unwrap_or(state.next_seq);
-                state.entries = recovered
-                    .into_iter()
-                    .filter(|r| r.seq >= oldest)
-                    .map(|r| Entry {
-                        seq: r.seq,
-                        payload: Payload::Disk(r.location),
-                        token: None,
-                        events: 0,
-                        bytes: 0,
-                    })
-                    .collect();
-                if !state.entries.is_empty() {
-                    tracing::info!(
-                        batches = state.entries.len(),
-                        "disk queue: resuming the batches stored by the last run"
-                    );
-                }
-                state.bytes = store.size();
+                let (store, recovery) =
+                    DiskStore::open(&disk.path, segment).map_err(|source| QueueError::Disk {
+                        path: disk.path.clone(),
+                        source,
+                    })?;
+                resume(&mut state, recovery, &metrics);
                 (
                     Some((disk.path.clone(), Mutex::new(store))),
                     usize::MAX,
@@ -170,6 +154,8 @@ impl<T: Send + 'static> Queue<T> {
             released: watch::Sender::new(0),
             on_safe: Mutex::new(on_safe),
             store,
+            pushing: tokio::sync::Mutex::new(()),
+            metrics,
             max_events,
             max_bytes,
         });
@@ -185,13 +171,17 @@ impl<T: Send + 'static> Queue<T> {
     /// queue is full; an empty queue takes any batch, so one larger than the bounds still goes.
     pub async fn push(&self, events: Vec<Event>, token: T) -> Result<(), QueueError> {
         let shared = &self.shared;
+        let _pushing = shared.pushing.lock().await;
         let (payload, bytes) = match &shared.store {
             None => {
                 let bytes = events.iter().map(estimate_size).sum::<usize>() as u64;
                 (None, bytes)
             }
-            Some(_) => {
-                let json = serde_json::to_vec(&events).expect("events serialise");
+            Some((path, _)) => {
+                let json = serde_json::to_vec(&events).map_err(|err| QueueError::Disk {
+                    path: path.clone(),
+                    source: std::io::Error::other(err),
+                })?;
                 let bytes = json.len() as u64 + 16;
                 (Some(json), bytes)
             }
@@ -203,21 +193,24 @@ impl<T: Send + 'static> Queue<T> {
                 if state.closed {
                     return Err(QueueError::Closed);
                 }
+                let held = match &shared.store {
+                    Some((_, store)) => store.lock().expect("not poisoned").size(),
+                    None => state.bytes,
+                };
                 let fits = state.events + events.len() <= shared.max_events
-                    && state.bytes + bytes <= shared.max_bytes;
+                    && held + bytes <= shared.max_bytes;
                 if fits || state.entries.is_empty() {
                     break;
                 }
             }
             released.changed().await.map_err(|_| QueueError::Closed)?;
         }
-        let seq = shared.state.lock().expect("not poisoned").next_seq;
         let entry = match (&shared.store, payload) {
             (Some((path, _)), Some(json)) => {
                 let owned = Arc::clone(shared);
-                let location = tokio::task::spawn_blocking(move || {
+                let (seq, location) = tokio::task::spawn_blocking(move || {
                     let (_, store) = owned.store.as_ref().expect("a disk queue");
-                    store.lock().expect("not poisoned").append(seq, &json)
+                    store.lock().expect("not poisoned").append(&json)
                 })
                 .await
                 .expect("the disk append does not panic")
@@ -232,11 +225,11 @@ impl<T: Send + 'static> Queue<T> {
                     payload: Payload::Disk(location),
                     token: None,
                     events: 0,
-                    bytes,
+                    bytes: 0,
                 }
             }
             _ => Entry {
-                seq,
+                seq: shared.state.lock().expect("not poisoned").next_seq,
                 events: events.len(),
                 payload: Payload::Memory(Arc::new(events)),
                 token: Some(token),
@@ -247,7 +240,7 @@ impl<T: Send + 'static> Queue<T> {
             let mut state = shared.state.lock().expect("not poisoned");
             state.events += entry.events;
             state.bytes += entry.bytes;
-            state.next_seq = seq + 1;
+            state.next_seq = entry.seq + 1;
             state.entries.push_back(entry);
         }
         shared.pushed.send_modify(|n| *n += 1);
@@ -285,6 +278,59 @@ impl<T: Send + 'static> Queue<T> {
     /// Whether no batch is waiting for any output.
     pub fn is_empty(&self) -> bool {
         self.len().0 == 0
+    }
+}
+
+/// Fills `state` with what an earlier run left on disk: every output's cursor, and the batches
+/// from the oldest cursor on. Numbers with no intact record are damage, counted as lost once.
+fn resume<T>(state: &mut State<T>, recovery: Recovery, metrics: &QueueMetrics) {
+    let Recovery {
+        records,
+        cursors: saved,
+        next,
+        damaged_bytes,
+    } = recovery;
+    let first = records.first().map_or(next, |r| r.seq);
+    state.next_seq = next;
+    for (cursor, name) in state.cursors.iter_mut().zip(&state.names) {
+        *cursor = saved
+            .get(*name)
+            .copied()
+            .unwrap_or(first)
+            .clamp(first, next);
+    }
+    let oldest = state.cursors.iter().copied().min().unwrap_or(next);
+    let mut records = records.into_iter().filter(|r| r.seq >= oldest).peekable();
+    let mut lost = 0u64;
+    for seq in oldest..next {
+        let payload = match records.next_if(|r| r.seq == seq) {
+            Some(record) => Payload::Disk(record.location),
+            None => {
+                lost += 1;
+                Payload::Lost
+            }
+        };
+        state.entries.push_back(Entry {
+            seq,
+            payload,
+            token: None,
+            events: 0,
+            bytes: 0,
+        });
+    }
+    if lost > 0 || damaged_bytes > 0 {
+        metrics.lost_batches.inc_by(lost);
+        tracing::error!(
+            lost_batches = lost,
+            damaged_bytes,
+            "disk queue: damaged records found; their batches are lost (they were committed when stored)"
+        );
+    }
+    if !state.entries.is_empty() {
+        tracing::info!(
+            batches = state.entries.len(),
+            "disk queue: resuming the batches stored by the last run"
+        );
     }
 }
 
@@ -337,7 +383,9 @@ async fn consume<T: Send + 'static>(shared: Arc<Shared<T>>, index: usize, output
     }
 }
 
-/// Sends batch `seq` with `worker` until it is acknowledged; hands the worker back.
+/// Sends batch `seq` with `worker` until it is acknowledged; hands the worker back. A disk
+/// record that cannot be read is tried again, longer and longer, for as long as it takes: it
+/// is never taken as sent.
 async fn deliver<T: Send + 'static>(
     shared: Arc<Shared<T>>,
     seq: u64,
@@ -346,14 +394,27 @@ async fn deliver<T: Send + 'static>(
 ) -> (u64, Box<dyn Output>) {
     let events = match payload {
         Payload::Memory(events) => events,
-        Payload::Disk(location) => match read(&shared, location).await {
-            Ok(events) => Arc::new(events),
-            Err(err) => {
-                // Cut off by a crash or damaged on disk: it cannot be sent; say so loudly.
-                tracing::error!(output = worker.name(), batch = seq, %err, "disk queue: unreadable batch skipped");
-                Arc::new(Vec::new())
+        Payload::Lost => return (seq, worker),
+        Payload::Disk(location) => {
+            let mut backoff = Backoff::new();
+            loop {
+                match read(&shared, location).await {
+                    Ok(events) => break Arc::new(events),
+                    Err(err) => {
+                        shared
+                            .metrics
+                            .read_errors
+                            .get_or_create(&metrics::OutputLabels {
+                                output: worker.name(),
+                            })
+                            .inc();
+                        let wait = backoff.next_wait();
+                        tracing::error!(output = worker.name(), batch = seq, %err, retry_in = ?wait, "disk queue: cannot read a stored batch; this output waits for it");
+                        tokio::time::sleep(wait).await;
+                    }
+                }
             }
-        },
+        }
     };
     if !events.is_empty() {
         send_until_acknowledged(worker.as_mut(), &events).await;
@@ -377,7 +438,7 @@ async fn read<T: Send + 'static>(
 /// Moves output `index`'s cursor to `cursor`, then releases the batches every output has:
 /// hands back their tokens (memory) or deletes their segments (disk).
 async fn acknowledge<T: Send + 'static>(shared: &Arc<Shared<T>>, index: usize, cursor: u64) {
-    let (released, oldest, cursors, drained) = {
+    let (released, oldest, cursors) = {
         let mut state = shared.state.lock().expect("not poisoned");
         state.cursors[index] = cursor;
         let oldest = state.cursors.iter().copied().min().unwrap_or(cursor);
@@ -385,9 +446,7 @@ async fn acknowledge<T: Send + 'static>(shared: &Arc<Shared<T>>, index: usize, c
         while state.entries.front().is_some_and(|e| e.seq < oldest) {
             let entry = state.entries.pop_front().expect("checked above");
             state.events -= entry.events;
-            if shared.store.is_none() {
-                state.bytes -= entry.bytes;
-            }
+            state.bytes -= entry.bytes;
             released.extend(entry.token);
         }
         let cursors: HashMap<String, u64> = state
@@ -396,7 +455,7 @@ async fn acknowledge<T: Send + 'static>(shared: &Arc<Shared<T>>, index: usize, c
             .zip(&state.cursors)
             .map(|(name, cursor)| (name.to_string(), *cursor))
             .collect();
-        (released, oldest, cursors, state.entries.is_empty())
+        (released, oldest, cursors)
     };
     {
         let mut on_safe = shared.on_safe.lock().expect("not poisoned");
@@ -410,17 +469,14 @@ async fn acknowledge<T: Send + 'static>(shared: &Arc<Shared<T>>, index: usize, c
             let (_, store) = owned.store.as_ref().expect("a disk queue");
             let mut store = store.lock().expect("not poisoned");
             store.save_cursors(&cursors)?;
-            if drained {
-                store.release_all()?;
-            } else {
-                store.release_before(oldest)?;
-            }
-            Ok::<u64, std::io::Error>(store.size())
+            // Only segments that end before every cursor: a record being appended meanwhile
+            // is past them all.
+            store.release_before(oldest)
         })
         .await
         .expect("the disk release does not panic");
         match result {
-            Ok(size) => shared.state.lock().expect("not poisoned").bytes = size,
+            Ok(()) => {}
             Err(err) => {
                 tracing::error!(path = %path.display(), %err, "disk queue: cannot save cursors or delete segments")
             }
@@ -432,16 +488,35 @@ async fn acknowledge<T: Send + 'static>(shared: &Arc<Shared<T>>, index: usize, c
 /// Sends `events` to `output` until it acknowledges them, waiting longer after each failure:
 /// nothing is dropped, and the queue fills meanwhile (backpressure).
 pub async fn send_until_acknowledged(output: &mut dyn Output, events: &[Event]) {
-    let mut wait = FIRST_RETRY_WAIT;
+    let mut backoff = Backoff::new();
     loop {
         match output.send(events).await {
             Ok(()) => return,
             Err(err) => {
+                let wait = backoff.next_wait();
                 log_failure(output.name(), &err, wait);
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(MAX_RETRY_WAIT);
             }
         }
+    }
+}
+
+/// Waits between attempts: [`FIRST_RETRY_WAIT`], doubling up to [`MAX_RETRY_WAIT`].
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            next: FIRST_RETRY_WAIT,
+        }
+    }
+
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(MAX_RETRY_WAIT);
+        wait
     }
 }
 
@@ -537,7 +612,13 @@ mod tests {
             let safe = Arc::clone(&safe);
             Box::new(move |t: u64| safe.lock().unwrap().push(t))
         };
-        let queue = Queue::start(&QueueConfig::default(), vec![a, b], on_safe).unwrap();
+        let queue = Queue::start(
+            &QueueConfig::default(),
+            vec![a, b],
+            on_safe,
+            QueueMetrics::default(),
+        )
+        .unwrap();
         for n in 0..5 {
             queue.push(batch(n), n).await.unwrap();
         }
@@ -593,7 +674,13 @@ mod tests {
             let safe = Arc::clone(&safe);
             Box::new(move |t: u64| safe.lock().unwrap().push(t))
         };
-        let queue = Queue::start(&QueueConfig::default(), vec![Box::new(output)], on_safe).unwrap();
+        let queue = Queue::start(
+            &QueueConfig::default(),
+            vec![Box::new(output)],
+            on_safe,
+            QueueMetrics::default(),
+        )
+        .unwrap();
         for n in 0..6 {
             queue.push(batch(n), n).await.unwrap();
         }
@@ -632,7 +719,15 @@ mod tests {
     async fn push_waits_for_room_after(config: QueueConfig, fitting: u64) {
         let (a, got, down) = recorder("a");
         down.store(true, Ordering::SeqCst);
-        let queue = Arc::new(Queue::start(&config, vec![a], Box::new(|_: u64| {})).unwrap());
+        let queue = Arc::new(
+            Queue::start(
+                &config,
+                vec![a],
+                Box::new(|_: u64| {}),
+                QueueMetrics::default(),
+            )
+            .unwrap(),
+        );
         for n in 0..fitting {
             queue.push(batch(n), n).await.unwrap();
         }
@@ -680,7 +775,7 @@ mod tests {
             let safe = Arc::clone(&safe);
             Box::new(move |t: u64| safe.lock().unwrap().push(t))
         };
-        let queue = Queue::start(&config, vec![a, b], on_safe).unwrap();
+        let queue = Queue::start(&config, vec![a, b], on_safe, QueueMetrics::default()).unwrap();
         for n in 0..10 {
             queue.push(batch(n), n).await.unwrap();
         }
@@ -692,7 +787,13 @@ mod tests {
 
         let (a, got_a2, _) = recorder("a");
         let (b, got_b2, _) = recorder("b");
-        let queue = Queue::start(&config, vec![a, b], Box::new(|_: u64| {})).unwrap();
+        let queue = Queue::start(
+            &config,
+            vec![a, b],
+            Box::new(|_: u64| {}),
+            QueueMetrics::default(),
+        )
+        .unwrap();
         wait_until("output b after the restart", || {
             got_b2.lock().unwrap().len() == 10
         })
