@@ -10,7 +10,7 @@
 use crate::harvest::identity::Generation;
 use crate::watch::FileId;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -77,7 +77,7 @@ pub struct Checkpoint {
 struct Entry {
     #[serde(flatten)]
     checkpoint: Checkpoint,
-    /// Seconds since the epoch of the last commit or sighting.
+    /// Seconds since the epoch of the last commit, or of the last scan that saw the file.
     updated: u64,
 }
 
@@ -186,10 +186,20 @@ impl Registry {
         }
     }
 
-    /// Drops entries not committed for `clean_inactive`.
-    pub fn clean(&self) {
-        let cutoff = now().saturating_sub(self.clean_inactive.as_secs());
+    /// Drops the entries of files neither committed nor seen for `clean_inactive`; `present`
+    /// are the files a scan has just seen. A file idle for longer than `clean_inactive` but
+    /// still there keeps its entry: dropping it would ship it again from its start at the next
+    /// restart.
+    pub fn clean(&self, present: &HashSet<FileId>) {
+        let now = now();
+        let cutoff = now.saturating_sub(self.clean_inactive.as_secs());
         let mut state = self.state.lock().expect("registry lock");
+        for id in present {
+            // Not worth a write of its own: the next scan after a restart sees the file again.
+            if let Some(entry) = state.entries.get_mut(id) {
+                entry.updated = now;
+            }
+        }
         let before = state.entries.len();
         state.entries.retain(|_, entry| entry.updated >= cutoff);
         if state.entries.len() != before {
@@ -295,6 +305,40 @@ mod tests {
             Some(checkpoint(7, 250))
         );
         assert_eq!(reopened.len(), 1);
+    }
+
+    #[test]
+    fn clean_inactive_counts_from_the_last_sighting() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RegistryConfig {
+            path: dir.path().to_path_buf(),
+            clean_inactive: Duration::from_secs(3600),
+            ..RegistryConfig::default()
+        };
+        let registry = Registry::open(&config).unwrap();
+        registry.commit(checkpoint(1, 10));
+        registry.commit(checkpoint(2, 20));
+        // Both committed a day ago; only file 1 is still there.
+        for entry in registry.state.lock().unwrap().entries.values_mut() {
+            entry.updated -= 24 * 3600;
+        }
+        let present = HashSet::from([FileId { dev: 1, ino: 1 }]);
+        registry.clean(&present);
+        assert_eq!(
+            registry.lookup(FileId { dev: 1, ino: 1 }),
+            Some(checkpoint(1, 10))
+        );
+        assert_eq!(registry.lookup(FileId { dev: 1, ino: 2 }), None);
+        // Once gone, it is forgotten after `clean_inactive` from its last sighting.
+        registry
+            .state
+            .lock()
+            .unwrap()
+            .entries
+            .values_mut()
+            .for_each(|e| e.updated -= 3601);
+        registry.clean(&HashSet::new());
+        assert!(registry.is_empty());
     }
 
     #[test]

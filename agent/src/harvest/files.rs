@@ -631,7 +631,7 @@ impl Engine {
         self.closed.retain(|id, _| seen.contains(id));
         self.aliases.retain(|_, path| path.exists());
         self.unreadable.retain(|path| path.exists());
-        self.registry.clean();
+        self.registry.clean(&seen);
     }
 
     /// A regular file matching input `input` is at `path`. `urgent` when an event named it.

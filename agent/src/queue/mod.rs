@@ -106,6 +106,32 @@ enum Payload {
     Lost,
 }
 
+impl<T> Shared<T> {
+    /// Appends a batch to the disk queue; once it is stored and fsynced it is safe, whatever
+    /// happens to the outputs, so its token is handed back at once.
+    fn append(&self, json: &[u8], token: T) -> std::io::Result<()> {
+        let (_, store) = self.store.as_ref().expect("a disk queue");
+        let (seq, location) = store.lock().expect("not poisoned").append(json)?;
+        (self.on_safe.lock().expect("not poisoned"))(token);
+        self.add(Entry {
+            seq,
+            payload: Payload::Disk(location),
+            token: None,
+            events: 0,
+            bytes: 0,
+        });
+        Ok(())
+    }
+
+    fn add(&self, entry: Entry<T>) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.events += entry.events;
+        state.bytes += entry.bytes;
+        state.next_seq = entry.seq + 1;
+        state.entries.push_back(entry);
+    }
+}
+
 impl<T> State<T> {
     fn front_seq(&self) -> u64 {
         self.entries.front().map_or(self.next_seq, |e| e.seq)
@@ -205,43 +231,30 @@ impl<T: Send + 'static> Queue<T> {
             }
             released.changed().await.map_err(|_| QueueError::Closed)?;
         }
-        let entry = match (&shared.store, payload) {
+        match (&shared.store, payload) {
             (Some((path, _)), Some(json)) => {
                 let owned = Arc::clone(shared);
-                let (seq, location) = tokio::task::spawn_blocking(move || {
-                    let (_, store) = owned.store.as_ref().expect("a disk queue");
-                    store.lock().expect("not poisoned").append(&json)
-                })
-                .await
-                .expect("the disk append does not panic")
-                .map_err(|source| QueueError::Disk {
-                    path: path.clone(),
-                    source,
-                })?;
-                // Stored and fsynced: the batch is safe now, whatever happens to the outputs.
-                (shared.on_safe.lock().expect("not poisoned"))(token);
-                Entry {
-                    seq,
-                    payload: Payload::Disk(location),
-                    token: None,
-                    events: 0,
-                    bytes: 0,
-                }
+                // The record, its token and its entry go together even if this push is dropped
+                // while the append runs: a record without its entry would shift every later
+                // batch's number.
+                tokio::task::spawn_blocking(move || owned.append(&json, token))
+                    .await
+                    .expect("the disk append does not panic")
+                    .map_err(|source| QueueError::Disk {
+                        path: path.clone(),
+                        source,
+                    })?;
             }
-            _ => Entry {
-                seq: shared.state.lock().expect("not poisoned").next_seq,
-                events: events.len(),
-                payload: Payload::Memory(Arc::new(events)),
-                token: Some(token),
-                bytes,
-            },
-        };
-        {
-            let mut state = shared.state.lock().expect("not poisoned");
-            state.events += entry.events;
-            state.bytes += entry.bytes;
-            state.next_seq = entry.seq + 1;
-            state.entries.push_back(entry);
+            _ => {
+                let seq = shared.state.lock().expect("not poisoned").next_seq;
+                shared.add(Entry {
+                    seq,
+                    events: events.len(),
+                    payload: Payload::Memory(Arc::new(events)),
+                    token: Some(token),
+                    bytes,
+                });
+            }
         }
         shared.pushed.send_modify(|n| *n += 1);
         Ok(())
@@ -293,11 +306,9 @@ fn resume<T>(state: &mut State<T>, recovery: Recovery, metrics: &QueueMetrics) {
     let first = records.first().map_or(next, |r| r.seq);
     state.next_seq = next;
     for (cursor, name) in state.cursors.iter_mut().zip(&state.names) {
-        *cursor = saved
-            .get(*name)
-            .copied()
-            .unwrap_or(first)
-            .clamp(first, next);
+        // A new output starts at the oldest batch kept. A saved cursor before it is kept: the
+        // batches in between are gone (damaged), and are counted below, not passed over.
+        *cursor = saved.get(*name).copied().unwrap_or(first).min(next);
     }
     let oldest = state.cursors.iter().copied().min().unwrap_or(next);
     let mut records = records.into_iter().filter(|r| r.seq >= oldest).peekable();
@@ -756,6 +767,66 @@ mod tests {
         config.mem.bytes = 1;
         // An empty queue takes a batch over the bound; the next one waits.
         push_waits_for_room_after(config, 1).await;
+    }
+
+    /// A disk queue in a temporary folder (on tmpfs where there is one: every push fsyncs).
+    fn disk_config(segment_size: u64) -> (tempfile::TempDir, QueueConfig) {
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        let mut config = QueueConfig::default();
+        config.disk = Some(config::DiskQueueConfig {
+            path: dir.path().join("q"),
+            max_size: 1 << 30,
+            segment_size,
+        });
+        (dir, config)
+    }
+
+    /// The output acknowledges as fast as batches come, so the queue drains between pushes
+    /// over and over, while the next push is being stored: no segment may go from under it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pushes_racing_acknowledgements_lose_nothing() {
+        let (_dir, config) = disk_config(4096);
+        let (a, got, _) = recorder("a");
+        let queue = Queue::start(
+            &config,
+            vec![a],
+            Box::new(|_: u64| {}),
+            QueueMetrics::default(),
+        )
+        .unwrap();
+        for n in 0..3000 {
+            queue.push(batch(n), n).await.unwrap();
+        }
+        assert!(queue.close(Duration::from_secs(30)).await);
+        assert_eq!(*got.lock().unwrap(), (0..3000).collect::<Vec<_>>());
+    }
+
+    /// After a fully drained disk queue (no segment left), a restarted queue's batches are
+    /// numbered after the saved cursors, so they are sent.
+    #[tokio::test]
+    async fn a_drained_disk_queue_sends_the_batches_of_the_next_run() {
+        let (_dir, config) = disk_config(4096);
+        for run in 0..3 {
+            let (a, got, _) = recorder("a");
+            let queue = Queue::start(
+                &config,
+                vec![a],
+                Box::new(|_: u64| {}),
+                QueueMetrics::default(),
+            )
+            .unwrap();
+            for n in 0..10 {
+                queue.push(batch(run * 10 + n), n).await.unwrap();
+            }
+            assert!(queue.close(Duration::from_secs(5)).await);
+            let want: Vec<u64> = (run * 10..run * 10 + 10).collect();
+            assert_eq!(*got.lock().unwrap(), want, "run {run}");
+        }
     }
 
     #[tokio::test]
