@@ -101,6 +101,11 @@ impl Agent {
 
     /// SIGTERM, then waits for the exit.
     pub fn terminate(mut self) -> ExitStatus {
+        self.stop()
+    }
+
+    /// SIGTERM, then waits for the exit; the agent can be [`Agent::restart`]ed after.
+    pub fn stop(&mut self) -> ExitStatus {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid()),
             nix::sys::signal::Signal::SIGTERM,
