@@ -30,6 +30,9 @@ enum Task {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Print the events as NDJSON, also in a terminal (always when piped).
+        #[arg(long)]
+        json: bool,
     },
     /// fmt, clippy, then every test with the real peers up (peers down afterwards).
     Test {
@@ -67,7 +70,9 @@ fn main() -> Result<()> {
     match cli.task {
         Task::BuildEbpf => toolchain::build_ebpf(&root),
         Task::Build => build::release(&root),
-        Task::Run { seconds } => run::demo(&root, seconds.map(std::time::Duration::from_secs)),
+        Task::Run { seconds, json } => {
+            run::demo(&root, seconds.map(std::time::Duration::from_secs), json)
+        }
         Task::Test { cargo_args } => test::all(&root, &cargo_args),
         Task::E2e => test::e2e(&root),
         Task::Bench { name } => bench::run(&root, name.as_deref()),
