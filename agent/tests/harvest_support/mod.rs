@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 /// How long anything may take before the test fails naming what hung.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
-/// The watch backends to test here: eBPF only as root (required under CI).
+/// The watch backends to test here: eBPF only as root (required under CI), in a mount
+/// namespace of the calling thread's own (see [`skiff_tests::ebpf_sandbox`]).
 pub fn backends() -> Vec<&'static str> {
     let mut backends = vec!["inotify", "poll"];
-    if skiff_tests::ebpf_privileged() {
+    if skiff_tests::ebpf_sandbox() {
         backends.insert(0, "ebpf");
     }
     backends
