@@ -88,6 +88,7 @@ pub fn demo(root: &Path, duration: Option<Duration>) -> Result<()> {
                 .arg("--tls-key")
                 .arg(&tls.key)
                 .args(["--listen", "127.0.0.1:8443"])
+                .args(["--metrics-listen", "127.0.0.1:9478"])
                 .spawn()
                 .context("starting skiff-webhook")?,
         ),
