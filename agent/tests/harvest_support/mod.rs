@@ -35,6 +35,17 @@ impl Agent {
     /// Starts the agent with `inputs` (YAML list items) and `extra` top-level YAML, its
     /// registry, output and log under `state`.
     pub fn start(state: &Path, backend: &str, inputs: &str, extra: &str) -> Self {
+        Self::start_with(state, backend, inputs, extra, |_| {})
+    }
+
+    /// [`Agent::start`], adjusting the command with `adjust`.
+    pub fn start_with(
+        state: &Path,
+        backend: &str,
+        inputs: &str,
+        extra: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
         fs::create_dir_all(state).unwrap();
         let output = state.join("events.ndjson");
         let config = state.join("agent.yml");
@@ -47,7 +58,7 @@ impl Agent {
             ),
         )
         .unwrap();
-        Self::spawn(state, config, output, |_| {})
+        Self::spawn(state, config, output, adjust)
     }
 
     /// Starts the agent on an existing `config`, adjusting the command with `adjust`.
