@@ -252,9 +252,8 @@ impl Refusals {
         };
         // A poisoned lock only means another worker panicked mid-write: the file is still
         // an append-only log, and its next write starts on a line of its own.
-        let too_large = file
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let mut dead = file.lock().unwrap_or_else(PoisonError::into_inner);
+        let too_large = dead
             .write(
                 self.output,
                 refused
@@ -265,21 +264,25 @@ impl Refusals {
                 output: self.output,
                 source,
             })?;
-        let kept = refused.len() - too_large.len();
-        if kept > 0 {
+        let (kept, dropped): (Vec<_>, Vec<_>) = refused
+            .iter()
+            .enumerate()
+            .partition(|(position, _)| !too_large.contains(position));
+        for (reason, (count, first)) in by_reason(kept.into_iter().map(|(_, r)| r)) {
+            self.metrics.outcome(self.output, "dead_lettered", count);
             tracing::warn!(
                 output = self.output,
-                events = kept,
-                reason = refused[0].reason,
-                detail = %refused[0].detail,
+                reason,
+                events = count,
+                detail = %first.detail,
+                file = %dead.path().display(),
                 "events refused for good were written to the dead-letter file"
             );
         }
-        self.metrics
-            .outcome(self.output, "dead_lettered", kept as u64);
+        drop(dead);
         self.dropped(
             events,
-            too_large.iter().map(|&position| &refused[position]),
+            dropped.into_iter().map(|(_, r)| r),
             "its dead-letter line is larger than dead_letter.max_size",
         );
         Ok(())
@@ -288,11 +291,7 @@ impl Refusals {
     /// Counts `dropped` as dropped, by reason, and logs one line per reason naming the first
     /// such event and `why` it was not kept.
     fn dropped<'a>(&self, events: &[Event], dropped: impl Iterator<Item = &'a Refused>, why: &str) {
-        let mut by_reason: BTreeMap<&'static str, (u64, &Refused)> = BTreeMap::new();
-        for r in dropped {
-            by_reason.entry(r.reason).or_insert((0, r)).0 += 1;
-        }
-        for (reason, (count, first)) in by_reason {
+        for (reason, (count, first)) in by_reason(dropped) {
             self.metrics.dropped(self.output, reason, count);
             self.metrics.outcome(self.output, "dropped", count);
             let event = &events[first.index];
@@ -307,6 +306,18 @@ impl Refusals {
             );
         }
     }
+}
+
+/// `refused` counted by reason, each with its first event: one log line per reason and batch
+/// keeps a broker that refuses everything from flooding the log, while the counters count all.
+fn by_reason<'a>(
+    refused: impl Iterator<Item = &'a Refused>,
+) -> BTreeMap<&'static str, (u64, &'a Refused)> {
+    let mut by_reason = BTreeMap::new();
+    for r in refused {
+        by_reason.entry(r.reason).or_insert((0, r)).0 += 1;
+    }
+    by_reason
 }
 
 #[cfg(test)]
@@ -416,6 +427,27 @@ mod tests {
             .unwrap();
         assert_eq!(too_large, [1]);
         assert_eq!(files(&config.path)[0].0, ["small", "small"]);
+    }
+
+    #[test]
+    fn a_refusal_too_large_for_the_file_is_counted_as_dropped_and_the_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DeadLetterConfig::new(dir.path().join("dead.ndjson"));
+        config.max_size = 1_000;
+        let metrics = OutputMetrics::default();
+        let refusals = Refusals::open("kafka", Some(&config), metrics.clone()).unwrap();
+        let events = [event("small"), event(&"x".repeat(2_000))];
+        let refused = |index| Refused {
+            index,
+            reason: "message_too_large",
+            detail: "too large".into(),
+        };
+        refusals
+            .keep(&events, &mut [refused(1), refused(0)])
+            .unwrap();
+        assert_eq!(metrics.events_of("kafka", "dead_lettered"), 1);
+        assert_eq!(metrics.dropped_of("kafka", "message_too_large"), 1);
+        assert_eq!(files(&config.path)[0].0, ["small"]);
     }
 
     #[test]
