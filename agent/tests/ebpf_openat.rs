@@ -12,7 +12,7 @@ const DEADLINE: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn opens_under_the_watched_folder_arrive_and_others_do_not() {
-    if !skiff_tests::ebpf_privileged() {
+    if !skiff_tests::ebpf_sandbox() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -47,7 +47,7 @@ async fn opens_under_the_watched_folder_arrive_and_others_do_not() {
 
 #[tokio::test]
 async fn a_burst_beyond_the_ring_is_counted_not_silently_lost() {
-    if !skiff_tests::ebpf_privileged() {
+    if !skiff_tests::ebpf_sandbox() {
         return;
     }
     // More than the channel (1,024) and the ring (about 24,000 records of this path's length)

@@ -43,7 +43,7 @@ fn without_pid(event: EbpfEvent) -> EbpfEvent {
 
 #[tokio::test]
 async fn relative_renames_unlinks_and_truncates_are_resolved_in_the_kernel() {
-    if !skiff_tests::ebpf_privileged() {
+    if !skiff_tests::ebpf_sandbox() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -111,7 +111,7 @@ async fn relative_renames_unlinks_and_truncates_are_resolved_in_the_kernel() {
 
 #[tokio::test]
 async fn an_armed_file_reports_its_next_write_once() {
-    if !skiff_tests::ebpf_privileged() {
+    if !skiff_tests::ebpf_sandbox() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

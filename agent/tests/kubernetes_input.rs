@@ -381,7 +381,7 @@ fn kubernetes_input_poll() {
 
 #[test]
 fn kubernetes_input_ebpf() {
-    if skiff_tests::ebpf_privileged() {
+    if skiff_tests::ebpf_sandbox() {
         kubernetes_input("ebpf");
     }
 }

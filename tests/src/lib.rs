@@ -68,15 +68,46 @@ pub fn peer(var: &str, what: &str) -> Option<String> {
     }
 }
 
-/// Whether this process may load eBPF programs (root). Off CI a test without it is skipped
-/// with a note on stderr; under CI it fails, like a missing peer.
-pub fn ebpf_privileged() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
+/// Prepares the calling thread for an eBPF test and says whether the test may run: it needs
+/// root, and off CI a test without it is skipped with a note on stderr (under CI it fails,
+/// like a missing peer).
+///
+/// When it may, the thread moves into a mount namespace of its own, whose mounts propagate
+/// nowhere, so that tracefs mounted by a watch under test (on a machine where nobody had
+/// mounted it) goes away with the test instead of staying on the host. The threads and
+/// processes the test starts afterwards (a watch's reader thread, an agent) share it.
+///
+/// # Panics
+/// When the namespace cannot be entered: running on would leave mounts behind.
+pub fn ebpf_sandbox() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(!in_ci(), "the eBPF tests need root, under CI too");
+        eprintln!("skipping eBPF: loading eBPF programs needs root");
+        return false;
     }
-    assert!(!in_ci(), "the eBPF tests need root, under CI too");
-    eprintln!("skipping eBPF: loading eBPF programs needs root");
-    false
+    private_mount_namespace();
+    true
+}
+
+/// Moves the calling thread (not the rest of the test process: `unshare(CLONE_NEWNS)` implies
+/// `CLONE_FS`, which detaches only this thread) into a copy of its mount namespace, and makes
+/// every mount in the copy private, so that nothing mounted or unmounted in it reaches the
+/// host (its mounts are shared with the host's by default, under systemd).
+///
+/// # Panics
+/// When `unshare` or the remount fails.
+pub fn private_mount_namespace() {
+    use nix::mount::{MsFlags, mount};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .unwrap_or_else(|err| panic!("unshare(CLONE_NEWNS): {err}"));
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .unwrap_or_else(|err| panic!("making the test's mounts private: {err}"));
 }
 
 /// A name no earlier run used: peers outlive runs, and without a controller-manager a deleted

@@ -247,10 +247,11 @@ fn check_agent_daemonset(rendered: &Rendered) {
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    assert_eq!(
-        added,
-        BTreeSet::from(["BPF", "PERFMON", "SYS_RESOURCE", "DAC_READ_SEARCH"])
-    );
+    // eBPF's two and nothing else: no DAC_READ_SEARCH (open_by_handle_at), DAC_OVERRIDE,
+    // SYS_RESOURCE or SYS_ADMIN (see the DaemonSet's comments).
+    assert_eq!(added, BTreeSet::from(["BPF", "PERFMON"]));
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
     let node_name = container["env"]
         .as_array()
         .unwrap()
@@ -275,14 +276,22 @@ fn check_agent_daemonset(rendered: &Rendered) {
             .iter()
             .any(|p| p["name"] == "metrics")
     );
-    // Each host folder is mounted where the agent looks, read-only where it only reads.
+    // Each host folder is mounted where the agent looks, read-only where it only reads, and no
+    // other: not /var/log as a whole, only the pods' logs the kubernetes input reads.
     let volumes = pod["volumes"].as_array().unwrap();
     let mounts = container["volumeMounts"].as_array().unwrap();
-    for (host, read_only) in [
-        ("/var/log", true),
+    let expected = [
+        ("/var/log/pods", true),
         ("/var/lib/skiff", false),
         ("/sys/kernel/tracing", true),
-    ] {
+        ("/usr/share/GeoIP", true),
+    ];
+    let host_paths: BTreeSet<&str> = volumes
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(host_paths, expected.iter().map(|(host, _)| *host).collect());
+    for (host, read_only) in expected {
         let volume = volumes
             .iter()
             .find(|v| v["hostPath"]["path"] == host)
@@ -298,6 +307,32 @@ fn check_agent_daemonset(rendered: &Rendered) {
             "{host}"
         );
     }
+    // What agent.yml reads and writes is inside those mounts: the logs in a read-only one,
+    // the state (the dead-letter file included) in the writable one.
+    let config = agent_config(rendered);
+    let mounted_at = |path: &str| {
+        mounts
+            .iter()
+            .filter(|m| Path::new(path).starts_with(m["mountPath"].as_str().unwrap()))
+            .max_by_key(|m| m["mountPath"].as_str().unwrap().len())
+            .unwrap_or_else(|| panic!("{path} of agent.yml is in no mount"))
+    };
+    let logs = config["inputs"][0]["logs_path"]
+        .as_str()
+        .expect("logs_path");
+    assert_eq!(mounted_at(logs)["readOnly"], true, "{logs}");
+    for state in [
+        config["registry"]["path"].as_str().expect("registry.path"),
+        config["queue"]["disk"]["path"]
+            .as_str()
+            .expect("queue.disk.path"),
+        dead_letter_path(&config),
+    ] {
+        assert!(
+            !mounted_at(state)["readOnly"].as_bool().unwrap_or(false),
+            "{state} is not writable"
+        );
+    }
     // The configuration volume names the generated ConfigMap, hash suffix included.
     let config = volumes
         .iter()
@@ -309,12 +344,229 @@ fn check_agent_daemonset(rendered: &Rendered) {
     );
 }
 
+/// The agent's configuration, as the ConfigMap holds it.
+fn agent_config(rendered: &Rendered) -> Value {
+    let text = rendered.get("ConfigMap", "skiff-agent-config")["data"]["agent.yml"]
+        .as_str()
+        .expect("agent.yml");
+    serde_yaml::from_str(text).expect("agent.yml is YAML")
+}
+
+/// The Kafka output's dead-letter file in agent.yml.
+fn dead_letter_path(config: &Value) -> &str {
+    config["output.kafka"]["dead_letter"]["path"]
+        .as_str()
+        .expect("output.kafka has a dead_letter file")
+}
+
+/// The webhook runs as a user other than root, on a read-only root, without capabilities.
+fn check_webhook_deployment(rendered: &Rendered) {
+    let pod = &rendered.get("Deployment", "skiff-webhook")["spec"]["template"]["spec"];
+    for container in pod["containers"].as_array().unwrap() {
+        let security = &container["securityContext"];
+        let non_root = security["runAsNonRoot"]
+            .as_bool()
+            .or(pod["securityContext"]["runAsNonRoot"].as_bool());
+        assert_eq!(non_root, Some(true), "{}", container["name"]);
+        assert_eq!(security["readOnlyRootFilesystem"], true);
+        assert_eq!(security["allowPrivilegeEscalation"], false);
+        assert_eq!(security["capabilities"], json!({ "drop": ["ALL"] }));
+    }
+}
+
+/// The NetworkPolicy of the pods `workload` runs: exactly one selects them, and it isolates
+/// both directions.
+fn policy_of<'a>(rendered: &'a Rendered, workload: &Value) -> &'a Value {
+    let labels = &workload["spec"]["template"]["metadata"]["labels"];
+    let selecting: Vec<&Value> = rendered
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "NetworkPolicy")
+        .filter(|policy| {
+            let selector = &policy["spec"]["podSelector"];
+            assert!(
+                selector["matchExpressions"].is_null(),
+                "only matchLabels are checked here"
+            );
+            selector["matchLabels"]
+                .as_object()
+                .is_some_and(|wanted| wanted.iter().all(|(k, v)| &labels[k] == v))
+        })
+        .collect();
+    assert_eq!(
+        selecting.len(),
+        1,
+        "policies selecting {}",
+        identity(workload)
+    );
+    let policy = selecting[0];
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        json!(["Ingress", "Egress"]),
+        "{}",
+        identity(policy)
+    );
+    policy
+}
+
+/// The container port a policy's `port` (a name or a number) means on `workload`'s pods.
+fn container_port(workload: &Value, port: &Value) -> u64 {
+    workload["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["ports"].as_array().unwrap())
+        .find(|p| &p["name"] == port || &p["containerPort"] == port)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("{} has no container port {port}", identity(workload)))
+}
+
+/// The ingress rules of `policy`, each as (container ports, sources), ports resolved on
+/// `workload`'s pods; every rule names its ports over TCP.
+fn ingress(policy: &Value, workload: &Value) -> Vec<(BTreeSet<u64>, Value)> {
+    policy["spec"]["ingress"]
+        .as_array()
+        .expect("ingress rules")
+        .iter()
+        .map(|rule| {
+            let ports = rule["ports"]
+                .as_array()
+                .expect("every ingress rule names its ports")
+                .iter()
+                .map(|p| {
+                    assert_eq!(p["protocol"], "TCP");
+                    container_port(workload, &p["port"])
+                })
+                .collect();
+            (ports, rule["from"].clone())
+        })
+        .collect()
+}
+
+/// The (protocol, port) pairs `policy` lets its pods reach, with the destinations of each
+/// (`null`: anywhere).
+fn egress(policy: &Value) -> Vec<(String, u64, Value)> {
+    policy["spec"]["egress"]
+        .as_array()
+        .expect("egress rules")
+        .iter()
+        .flat_map(|rule| {
+            rule["ports"]
+                .as_array()
+                .expect("every egress rule names its ports")
+                .iter()
+                .map(|p| {
+                    (
+                        p["protocol"].as_str().unwrap().to_string(),
+                        p["port"].as_u64().expect("a numbered port"),
+                        rule["to"].clone(),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Only namespaces labelled as scrapers.
+fn scrapers() -> Value {
+    json!([{ "namespaceSelector": { "matchLabels": { "skiff.dev/metrics-scraper": "true" } } }])
+}
+
+/// Each program's pods have a policy: the webhook takes reviews on the port the API server
+/// calls, metrics come from scraper namespaces only, and each reaches what it talks to.
+fn check_network_policies(rendered: &Rendered) {
+    let api_server = [("TCP".to_string(), 443), ("TCP".to_string(), 6443)];
+
+    let webhook = rendered.get("Deployment", "skiff-webhook");
+    let policy = policy_of(rendered, webhook);
+    // The port the API server calls: the registration's Service port, its target port.
+    let registration = rendered.get("MutatingWebhookConfiguration", "skiff-webhook");
+    let service_ref = &registration["webhooks"][0]["clientConfig"]["service"];
+    let service = rendered.get("Service", service_ref["name"].as_str().unwrap());
+    let target = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == service_ref["port"])
+        .map(|p| container_port(webhook, &p["targetPort"]))
+        .expect("the Service port the webhook is registered on");
+    let metrics = container_port(webhook, &json!("metrics"));
+    assert_ne!(target, metrics, "metrics must not share the review port");
+    assert_eq!(
+        ingress(policy, webhook),
+        [
+            // From wherever the API server's calls come (see the policy), on that port only.
+            (BTreeSet::from([target]), Value::Null),
+            (BTreeSet::from([metrics]), scrapers()),
+        ]
+    );
+    let reached: Vec<(String, u64)> = egress(policy)
+        .into_iter()
+        .map(|(protocol, port, to)| {
+            assert!(to.is_null(), "the API server is outside the pod network");
+            (protocol, port)
+        })
+        .collect();
+    assert_eq!(
+        reached, api_server,
+        "the webhook talks to the API server only"
+    );
+
+    let agent = rendered.get("DaemonSet", "skiff-agent");
+    let policy = policy_of(rendered, agent);
+    assert_eq!(
+        ingress(policy, agent),
+        [(
+            BTreeSet::from([container_port(agent, &json!("metrics"))]),
+            scrapers()
+        )]
+    );
+    let reached = egress(policy);
+    let allows = |protocol: &str, port: u64| {
+        reached
+            .iter()
+            .find(|(p, n, _)| p == protocol && *n == port)
+            .map(|(_, _, to)| to.clone())
+            .unwrap_or_else(|| panic!("the agent may not reach {protocol} {port}"))
+    };
+    // The brokers' port, from agent.yml's hosts (`${KAFKA_BOOTSTRAP:host:port}`), anywhere.
+    let config = agent_config(rendered);
+    let kafka: u64 = config["output.kafka"]["hosts"][0]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('}')
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("a port in output.kafka.hosts");
+    assert!(allows("TCP", kafka).is_null());
+    for (protocol, port) in &api_server {
+        assert!(allows(protocol, *port).is_null());
+    }
+    let dns = json!([{
+        "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "kube-system" } },
+        "podSelector": { "matchLabels": { "k8s-app": "kube-dns" } },
+    }]);
+    assert_eq!(allows("UDP", 53), dns);
+    assert_eq!(allows("TCP", 53), dns);
+    assert_eq!(reached.len(), 5, "nothing else: {reached:?}");
+}
+
+#[tokio::test]
+async fn every_overlay_holds_least_privilege_and_network_policies() {
+    let kustomize = require_peer!(env::KUSTOMIZE, "kustomize");
+    for overlay in ["dev", "prod"] {
+        let rendered = render(&kustomize, overlay);
+        check_agent_daemonset(&rendered);
+        check_webhook_deployment(&rendered);
+        check_network_policies(&rendered);
+    }
+}
+
 #[tokio::test]
 async fn the_dev_overlay_is_accepted_by_the_api_server() {
     let kubeconfig = require_peer!(env::KUBECONFIG, "kube-apiserver");
     let kustomize = require_peer!(env::KUSTOMIZE, "kustomize");
     let rendered = render(&kustomize, "dev");
-    check_agent_daemonset(&rendered);
     let client = kube_client(&kubeconfig).await;
     let stored = dry_run_every_object(&client, &rendered.objects).await;
 
@@ -343,7 +595,6 @@ async fn the_prod_overlay_is_accepted_by_the_api_server_with_cert_manager_crds()
     let kustomize = require_peer!(env::KUSTOMIZE, "kustomize");
     let crds = require_peer!(env::CERT_MANAGER_CRDS, "cert-manager CRDs");
     let rendered = render(&kustomize, "prod");
-    check_agent_daemonset(&rendered);
     let client = kube_client(&kubeconfig).await;
     install_cert_manager_crds(&client, &crds).await;
     let stored = dry_run_every_object(&client, &rendered.objects).await;
@@ -420,6 +671,14 @@ async fn the_agent_configmap_passes_check_config() {
     );
     assert_eq!(effective["queue"]["disk"]["path"], "/var/lib/skiff/queue");
     assert_eq!(effective["registry"]["path"], "/var/lib/skiff/registry");
+    // Refused records are kept, in a bounded file, rather than dropped.
+    let dead_letter = &effective["output.kafka"]["dead_letter"];
+    assert_eq!(
+        dead_letter["path"],
+        "/var/lib/skiff/dead-letter/kafka.ndjson"
+    );
+    assert_eq!(dead_letter["max_size"], 64 << 20);
+    assert_eq!(dead_letter["keep"], 2);
     // The port the DaemonSet declares and probes.
     assert_eq!(effective["metrics"]["listen"], "0.0.0.0:9479");
 }

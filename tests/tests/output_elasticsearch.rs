@@ -135,9 +135,7 @@ async fn mapping_errors_go_to_the_dead_letter_file_and_the_rest_is_indexed() {
     let dir = tempfile::tempdir().unwrap();
     let dead_letter = dir.path().join("dead.ndjson");
     let mut config = config(&base, &run);
-    config.dead_letter = Some(DeadLetterConfig {
-        path: dead_letter.clone(),
-    });
+    config.dead_letter = Some(DeadLetterConfig::new(&dead_letter));
     let metrics = OutputMetrics::default();
     let mut output = Elasticsearch::build(&config, metrics.clone()).expect("build");
     let mut batch = events(&run, 0..1_000, Some("svc"));

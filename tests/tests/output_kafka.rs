@@ -6,17 +6,20 @@ mod output_support;
 
 use output_support::{assert_all_delivered, count_offsets, events};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
 use skiff_agent::output::Output;
+use skiff_agent::output::dead_letter::DeadLetterConfig;
 use skiff_agent::output::kafka::config::{Compression, SaslConfig};
 use skiff_agent::output::kafka::{Kafka, KafkaConfig};
 use skiff_agent::output::metrics::OutputMetrics;
 use skiff_agent::process::Event;
 use skiff_tests::kafka::read_topics;
 use skiff_tests::{env, require_peer, unique};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How long reading a topic back may take before the test fails naming it.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -146,9 +149,7 @@ async fn an_oversized_event_is_dead_lettered_and_its_neighbours_arrive() {
     let mut config = config(&brokers);
     config.topic = run.clone();
     config.max_message_bytes = 10_000;
-    config.dead_letter = Some(skiff_agent::output::dead_letter::DeadLetterConfig {
-        path: dead_letter.clone(),
-    });
+    config.dead_letter = Some(DeadLetterConfig::new(&dead_letter));
     let metrics = OutputMetrics::default();
     let mut output = Kafka::build(&config, metrics.clone()).expect("build");
     let mut batch = events(&run, 0..100, Some("svc"));
@@ -315,5 +316,152 @@ async fn wrong_sasl_credentials_fail_with_an_auth_error_and_lose_nothing() {
     let records = read_topics(&brokers, std::slice::from_ref(&run), READ_TIMEOUT);
     let duplicates = assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), 0..100);
     assert_eq!(duplicates, 0, "the refused attempt wrote nothing");
+    delete_topics(&brokers, std::slice::from_ref(&run)).await;
+}
+
+/// A topic name Kafka refuses (spaces and `!`), as a Deployment's `skiff.dev/log-topic`
+/// annotation can set it.
+const INVALID_TOPIC: &str = "not a valid topic!";
+
+/// Creates `topic` with a `max.message.bytes` of `max_bytes`: the broker refuses larger
+/// records with MESSAGE_TOO_LARGE, whatever the output's own limit.
+async fn create_topic_with_max_bytes(brokers: &str, topic: &str, max_bytes: u32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let max_bytes = max_bytes.to_string();
+    let new =
+        NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &max_bytes);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin
+        .create_topics([&new], &options)
+        .await
+        .expect("create_topics")
+    {
+        result.unwrap_or_else(|(topic, err)| panic!("creating {topic}: {err}"));
+    }
+}
+
+/// What both refusal tests send: 50 events to `run`, of which event 10 names the invalid topic,
+/// then event 50 alone, larger than the topic's `max.message.bytes`. Alone, because the broker
+/// refuses a whole record batch that is too large, neighbours included.
+async fn send_two_permanent_refusals(output: &mut Kafka, run: &str) {
+    let mut batch = events(run, 0..50, Some("svc"));
+    batch[10].insert(
+        "kubernetes",
+        json!({ "annotations": { "skiff_dev/log-topic": INVALID_TOPIC } }),
+    );
+    output.send(&batch).await.expect("send");
+    let mut large = events(run, 50..51, Some("svc"));
+    large[0].insert("message", "x".repeat(50_000));
+    output.send(&large).await.expect("send");
+}
+
+/// A config for `run`: its own topic, no compression (so the broker sees the record's real
+/// size), and the output's own limit far above the topic's.
+async fn refusing_config(brokers: &str, run: &str) -> KafkaConfig {
+    create_topic_with_max_bytes(brokers, run, 20_000).await;
+    let mut config = config(brokers);
+    config.topic = run.to_string();
+    config.compression = Compression::None;
+    config.max_message_bytes = 1_000_000;
+    config
+}
+
+#[tokio::test]
+async fn records_the_broker_refuses_for_good_land_in_the_dead_letter_file() {
+    let brokers = require_peer!(env::KAFKA, "kafka");
+    let run = unique("skiff-kafka-refused");
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("dead.ndjson");
+    let mut config = refusing_config(&brokers, &run).await;
+    config.dead_letter = Some(DeadLetterConfig::new(&dead_letter));
+    let metrics = OutputMetrics::default();
+    let mut output = Kafka::build(&config, metrics.clone()).expect("build");
+    send_two_permanent_refusals(&mut output, &run).await;
+
+    let records = read_topics(&brokers, std::slice::from_ref(&run), READ_TIMEOUT);
+    let expected = (0..50).filter(|&n| n != 10);
+    assert_eq!(
+        assert_all_delivered(&count_offsets(records.iter().map(|r| &r.event)), expected),
+        0
+    );
+    let text = std::fs::read_to_string(&dead_letter).expect("the dead-letter file");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let offsets: Vec<&Value> = lines.iter().map(|l| &l["event"]["log"]["offset"]).collect();
+    assert_eq!(offsets, [&json!(10), &json!(50)], "{text}");
+    for line in &lines {
+        assert_eq!(line["output"], "kafka");
+    }
+    let invalid = lines[0]["reason"].as_str().unwrap().to_lowercase();
+    assert!(invalid.contains("invalid topic"), "{invalid}");
+    let large = lines[1]["reason"].as_str().unwrap().to_lowercase();
+    assert!(large.contains("too large"), "{large}");
+    assert_eq!(metrics.errors_of("kafka", "invalid_topic"), 1);
+    assert_eq!(metrics.errors_of("kafka", "message_too_large"), 1);
+    assert_eq!(metrics.events_of("kafka", "dead_lettered"), 2);
+    assert_eq!(metrics.events_of("kafka", "dropped"), 0);
+    assert_eq!(metrics.events_of("kafka", "acked"), 49);
+    delete_topics(&brokers, std::slice::from_ref(&run)).await;
+}
+
+/// What the output logs, captured for the test's thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn without_a_dead_letter_file_refused_records_are_counted_and_logged_by_reason() {
+    let brokers = require_peer!(env::KAFKA, "kafka");
+    let run = unique("skiff-kafka-dropped");
+    let config = refusing_config(&brokers, &run).await;
+    let logs = Logs::default();
+    let writer = logs.clone();
+    // The current-thread runtime runs the output on this thread, where the logs are captured.
+    let _capture = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .set_default();
+    let metrics = OutputMetrics::default();
+    let mut output = Kafka::build(&config, metrics.clone()).expect("build");
+    send_two_permanent_refusals(&mut output, &run).await;
+
+    assert_eq!(metrics.dropped_of("kafka", "invalid_topic"), 1);
+    assert_eq!(metrics.dropped_of("kafka", "message_too_large"), 1);
+    assert_eq!(metrics.events_of("kafka", "dropped"), 2);
+    assert_eq!(metrics.events_of("kafka", "acked"), 49);
+    let lines = logs.lines();
+    for (reason, offset) in [("invalid_topic", 10), ("message_too_large", 50)] {
+        let line = lines
+            .iter()
+            .find(|l| l.contains("dropped") && l.contains(&format!("reason=\"{reason}\"")))
+            .unwrap_or_else(|| {
+                panic!("no log line names the {reason} drop:\n{}", lines.join("\n"))
+            });
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(line.contains(&format!("offset={offset}")), "{line}");
+    }
     delete_topics(&brokers, std::slice::from_ref(&run)).await;
 }

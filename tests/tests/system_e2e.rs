@@ -364,6 +364,7 @@ async fn a_deployment_is_made_production_ready_and_every_log_line_reaches_kafka_
         .arg(format!("--tls-cert={}", dir.join("tls.crt").display()))
         .arg(format!("--tls-key={}", dir.join("tls.key").display()))
         .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--metrics-listen=127.0.0.1:{}", free_port()))
         .arg(format!("--namespace={namespace}"))
         .env("KUBECONFIG", &kubeconfig);
     let mut webhook = Process::start("skiff-webhook", webhook_command, dir.join("webhook.log"));

@@ -28,6 +28,9 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "SKIFF_LISTEN", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
+    /// Address of `/metrics` (plain HTTP), apart from the reviews' port.
+    #[arg(long, env = "SKIFF_METRICS_LISTEN", default_value = "0.0.0.0:9478")]
+    metrics_listen: SocketAddr,
     /// Admit only: no API server access, so no LimitRange or VPA lookups and no HPA reconciler.
     /// Without it, the in-cluster service account or $KUBECONFIG is used.
     #[arg(long, env = "SKIFF_NO_CLUSTER")]
@@ -71,6 +74,7 @@ fn main() -> Result<()> {
         };
         server::serve(server::Options {
             listen: args.listen,
+            metrics_listen: args.metrics_listen,
             tls_cert: args.tls_cert,
             tls_key: args.tls_key,
             policy_path: args.policy,

@@ -1,5 +1,5 @@
-//! HTTPS: the AdmissionReview endpoint, probes and metrics; TLS and policy reloads; the
-//! reconciler alongside; one graceful shutdown for all of it.
+//! HTTPS: the AdmissionReview endpoint and probes; plain HTTP on a port of its own: metrics;
+//! TLS and policy reloads; the reconciler alongside; one graceful shutdown for all of it.
 
 use crate::cluster::{Cluster, Detached, Stores};
 use crate::metrics::{Metrics, ResultLabels, ReviewLabels};
@@ -36,6 +36,10 @@ const BODY_LIMIT: usize = 16 << 20;
 /// What the server needs.
 pub struct Options {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served, over plain HTTP. Apart from `listen`, so that a
+    /// NetworkPolicy can let the scrapers reach the metrics and only them, and the API server
+    /// the reviews.
+    pub metrics_listen: SocketAddr,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     /// The policy file, watched for changes; `None` for the policy given as is.
@@ -52,6 +56,8 @@ pub struct Options {
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// The address of `/metrics`.
+    pub metrics_addr: SocketAddr,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
@@ -157,25 +163,43 @@ pub async fn start(options: Options) -> Result<Running> {
     let server = axum_server::bind(options.listen)
         .acceptor(acceptor)
         .handle(handle.clone())
-        .serve(router(state).into_make_service());
+        .serve(router(state.clone()).into_make_service());
+    let metrics_handle = Handle::new();
+    let metrics_server = axum_server::bind(options.metrics_listen)
+        .handle(metrics_handle.clone())
+        .serve(metrics_router(state).into_make_service());
     let graceful = {
-        let handle = handle.clone();
+        let handles = [handle.clone(), metrics_handle.clone()];
         let stopped = shutdown();
         async move {
             stopped.await;
             tracing::info!("stopping: no new connections, finishing in-flight reviews");
-            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            for handle in handles {
+                handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            }
         }
     };
     tokio::spawn(graceful);
-    let task = tokio::spawn(async move { server.await.context("the HTTPS server failed") });
+    // Either server failing ends both: a webhook whose metrics are gone is not healthy.
+    let task = tokio::spawn(async move {
+        tokio::try_join!(
+            async { server.await.context("the HTTPS server failed") },
+            async { metrics_server.await.context("the metrics server failed") },
+        )
+        .map(drop)
+    });
     let addr = handle
         .listening()
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
-    tracing::info!(%addr, "serving AdmissionReviews on /mutate");
+    let metrics_addr = metrics_handle
+        .listening()
+        .await
+        .with_context(|| format!("cannot listen on {}", options.metrics_listen))?;
+    tracing::info!(%addr, %metrics_addr, "serving AdmissionReviews on /mutate, metrics on /metrics");
     Ok(Running {
         addr,
+        metrics_addr,
         metrics,
         stop,
         task,
@@ -199,8 +223,13 @@ fn router(state: AppState) -> Router {
         .route("/mutate", post(admit))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 

@@ -71,13 +71,7 @@ async fn bodies_that_are_no_review_get_a_400_with_the_reason() {
         assert_eq!(status, 400, "{body:.80}: {text}");
         assert!(text.contains(reason), "{body:.80}: {text}");
     }
-    let metrics = webhook
-        .client()
-        .get(webhook.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = webhook.metrics().await;
     assert!(
         metrics.contains(r#"skiff_webhook_reviews_total{operation="none",result="bad_request"} 6"#),
         "{metrics}"
@@ -143,14 +137,10 @@ async fn probes_and_metrics() {
         assert_eq!(response.status(), 200, "{path}");
     }
     post(&webhook, review(deployment()).to_string()).await;
-    let text = client
-        .get(webhook.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = webhook.metrics().await;
+    // Not on the reviews' port, which a NetworkPolicy opens to the API server.
+    let on_https = client.get(webhook.url("/metrics")).send().await.unwrap();
+    assert_eq!(on_https.status(), 404);
     for expected in [
         r#"skiff_webhook_reviews_total{operation="CREATE",result="patched"} 1"#,
         "skiff_webhook_review_duration_seconds_count 1",

@@ -24,9 +24,19 @@ pub struct OutcomeLabels {
 pub struct KindLabels {
     /// The output's name.
     pub output: &'static str,
-    /// What went wrong: an [`super::OutputError::metric_label`], or a per-event reason such
-    /// as `oversized`, `mapping` or `missing_field`.
+    /// What went wrong: an [`super::OutputError::metric_label`], or the reason an event was
+    /// refused for good (a [`super::dead_letter::Refused::reason`]).
     pub kind: &'static str,
+}
+
+/// `output` and `reason` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The output's name.
+    pub output: &'static str,
+    /// Why the destination refused the event for good: a
+    /// [`super::dead_letter::Refused::reason`].
+    pub reason: &'static str,
 }
 
 /// Counters every output keeps.
@@ -36,6 +46,9 @@ pub struct OutputMetrics {
     pub events: Family<OutcomeLabels, Counter>,
     /// `skiff_output_errors_total{output,kind}`: failed sends and refused events.
     pub errors: Family<KindLabels, Counter>,
+    /// `skiff_output_dropped_total{output,reason}`: events refused for good that were not
+    /// kept (no dead-letter file, or a line larger than it may grow).
+    pub dropped: Family<ReasonLabels, Counter>,
     /// `skiff_output_retries_total{output,kind}`: events or requests sent again.
     pub retries: Family<KindLabels, Counter>,
     /// `skiff_output_template_fallbacks_total{output,kind}`: events whose topic, key or index
@@ -55,6 +68,11 @@ impl OutputMetrics {
             "output_errors",
             "Failed sends and refused events, by kind",
             self.errors.clone(),
+        );
+        registry.register(
+            "output_dropped",
+            "Events refused for good and not kept in a dead-letter file, by reason",
+            self.dropped.clone(),
         );
         registry.register(
             "output_retries",
@@ -82,6 +100,13 @@ impl OutputMetrics {
             .inc();
     }
 
+    /// Counts `n` events of `output` refused for `reason` and dropped.
+    pub fn dropped(&self, output: &'static str, reason: &'static str, n: u64) {
+        self.dropped
+            .get_or_create(&ReasonLabels { output, reason })
+            .inc_by(n);
+    }
+
     /// Counts `n` retries of `kind` for `output`.
     pub fn retry(&self, output: &'static str, kind: &'static str, n: u64) {
         self.retries
@@ -107,6 +132,13 @@ impl OutputMetrics {
     pub fn errors_of(&self, output: &'static str, kind: &'static str) -> u64 {
         self.errors
             .get_or_create(&KindLabels { output, kind })
+            .get()
+    }
+
+    /// The current value of `skiff_output_dropped_total{output,reason}`.
+    pub fn dropped_of(&self, output: &'static str, reason: &'static str) -> u64 {
+        self.dropped
+            .get_or_create(&ReasonLabels { output, reason })
             .get()
     }
 

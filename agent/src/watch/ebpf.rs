@@ -494,22 +494,37 @@ fn raise_memlock_limit() {
 
 /// The tracefs mount point, mounting tracefs first when the kernel has it but nobody mounted it
 /// (a bare VM; Kubernetes nodes usually have it mounted).
+///
+/// Race-free without a lock of our own: mounting the same tracefs on the same point a second
+/// time fails with `EBUSY`, so when two watchers (or two agents) mount at once, the loser
+/// finds the winner's mount by looking again. A process-wide lock would only cover watchers of
+/// this process, and the kernel's check already covers every process.
 fn tracefs() -> Result<PathBuf, Error> {
-    if let Some(dir) = [TRACEFS, DEBUGFS_TRACING]
-        .into_iter()
-        .find(|dir| Path::new(dir).join("events").is_dir())
-    {
-        return Ok(dir.into());
+    if let Some(dir) = mounted_tracefs() {
+        return Ok(dir);
     }
-    nix::mount::mount(
+    match nix::mount::mount(
         Some("tracefs"),
         TRACEFS,
         Some("tracefs"),
         nix::mount::MsFlags::empty(),
         None::<&str>,
-    )
-    .map_err(|source| Error::Tracefs { source })?;
-    Ok(TRACEFS.into())
+    ) {
+        Ok(()) => Ok(TRACEFS.into()),
+        // Someone mounted it between our look and our mount.
+        Err(Errno::EBUSY) => mounted_tracefs().ok_or(Error::Tracefs {
+            source: Errno::EBUSY,
+        }),
+        Err(source) => Err(Error::Tracefs { source }),
+    }
+}
+
+/// Where tracefs is mounted with its tracepoints, if it is.
+fn mounted_tracefs() -> Option<PathBuf> {
+    [TRACEFS, DEBUGFS_TRACING]
+        .into_iter()
+        .find(|dir| Path::new(dir).join("events").is_dir())
+        .map(PathBuf::from)
 }
 
 /// The offset of the 8-byte field `name` in a tracepoint's `format` file, whose lines read

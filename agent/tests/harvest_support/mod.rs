@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 /// How long anything may take before the test fails naming what hung.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
-/// The watch backends to test here: eBPF only as root (required under CI).
+/// The watch backends to test here: eBPF only as root (required under CI), in a mount
+/// namespace of the calling thread's own (see [`skiff_tests::ebpf_sandbox`]).
 pub fn backends() -> Vec<&'static str> {
     let mut backends = vec!["inotify", "poll"];
-    if skiff_tests::ebpf_privileged() {
+    if skiff_tests::ebpf_sandbox() {
         backends.insert(0, "ebpf");
     }
     backends
@@ -34,6 +35,17 @@ impl Agent {
     /// Starts the agent with `inputs` (YAML list items) and `extra` top-level YAML, its
     /// registry, output and log under `state`.
     pub fn start(state: &Path, backend: &str, inputs: &str, extra: &str) -> Self {
+        Self::start_with(state, backend, inputs, extra, |_| {})
+    }
+
+    /// [`Agent::start`], adjusting the command with `adjust`.
+    pub fn start_with(
+        state: &Path,
+        backend: &str,
+        inputs: &str,
+        extra: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
         fs::create_dir_all(state).unwrap();
         let output = state.join("events.ndjson");
         let config = state.join("agent.yml");
@@ -46,7 +58,7 @@ impl Agent {
             ),
         )
         .unwrap();
-        Self::spawn(state, config, output, |_| {})
+        Self::spawn(state, config, output, adjust)
     }
 
     /// Starts the agent on an existing `config`, adjusting the command with `adjust`.

@@ -19,6 +19,7 @@ impl Webhook {
         let certificates = Certificates::new();
         let running = server::start(server::Options {
             listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: "127.0.0.1:0".parse().unwrap(),
             tls_cert: certificates.cert(),
             tls_key: certificates.key(),
             policy_path: None,
@@ -36,6 +37,18 @@ impl Webhook {
 
     pub fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.running.addr.port())
+    }
+
+    /// The text of `/metrics`, served over plain HTTP on a port of its own.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.running.metrics_addr);
+        reqwest::get(&url)
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|err| panic!("GET {url}: {err}"))
+            .text()
+            .await
+            .unwrap()
     }
 
     /// An HTTP/1.1 keep-alive client trusting the webhook's CA.

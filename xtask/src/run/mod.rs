@@ -72,6 +72,7 @@ pub fn demo(root: &Path, duration: Option<Duration>, json: bool) -> Result<()> {
         .arg("--tls-key")
         .arg(&certs.issued.key)
         .args(["--listen", WEBHOOK_LISTEN, "--no-cluster"])
+        .args(["--metrics-listen", "127.0.0.1:9478"])
         .env("SKIFF_LOG", "warn")
         .spawn()
         .context("starting skiff-webhook")?;

@@ -174,9 +174,7 @@ dead_letter: { path: /var/lib/skiff/dead.ndjson }
         expected.index = "app-%{[service.name]}-%{+yyyy.MM}".into();
         expected.api_key = Some("id:secret".into());
         expected.backoff_init = Duration::from_millis(250);
-        expected.dead_letter = Some(DeadLetterConfig {
-            path: "/var/lib/skiff/dead.ndjson".into(),
-        });
+        expected.dead_letter = Some(DeadLetterConfig::new("/var/lib/skiff/dead.ndjson"));
         assert_eq!(config, expected);
         assert_eq!(config.validate(), Ok(()));
     }

@@ -15,7 +15,7 @@ pub mod config;
 
 pub use config::ElasticsearchConfig;
 
-use super::dead_letter::Refusals;
+use super::dead_letter::{Refusals, Refused};
 use super::metrics::OutputMetrics;
 use super::template::{Template, lookup};
 use super::{Output, OutputError};
@@ -63,8 +63,8 @@ enum ItemResult {
     Duplicate,
     /// 429 or 5xx: send it again.
     Retry(String),
-    /// Refused for good: dead-letter it.
-    Refused(String),
+    /// Refused for good: dead-letter it. The reason is a [`Refused::reason`].
+    Refused(&'static str, String),
 }
 
 /// A `_bulk` response, only the parts that are read.
@@ -267,7 +267,7 @@ impl Elasticsearch {
             // One document larger than the cluster takes (`http.max_content_length`): it
             // never will be taken, so it is refused like a mapping error.
             StatusCode::PAYLOAD_TOO_LARGE if count == 1 => {
-                return Ok(vec![ItemResult::Refused(brief())]);
+                return Ok(vec![ItemResult::Refused("too_large", brief())]);
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 return Err(OutputError::Auth {
@@ -313,7 +313,7 @@ impl Elasticsearch {
                     200..=299 => ItemResult::Created,
                     409 => ItemResult::Duplicate,
                     429 | 500..=599 => ItemResult::Retry(reason(item.status, item.error.as_ref())),
-                    _ => ItemResult::Refused(reason(item.status, item.error.as_ref())),
+                    _ => ItemResult::Refused("document", reason(item.status, item.error.as_ref())),
                 }
             })
             .collect())
@@ -344,7 +344,7 @@ impl Output for Elasticsearch {
             spans.push(start..encoded.len());
         }
         let mut pending: Vec<usize> = (0..events.len()).collect();
-        let mut refused: Vec<(usize, String)> = Vec::new();
+        let mut refused: Vec<Refused> = Vec::new();
         let (mut created, mut duplicates) = (0u64, 0u64);
         let mut backoff = self.config.backoff_init;
         let mut attempt = 0;
@@ -376,7 +376,11 @@ impl Output for Elasticsearch {
                         ItemResult::Created => created += 1,
                         ItemResult::Duplicate => duplicates += 1,
                         ItemResult::Retry(reason) => retry.push((i, reason)),
-                        ItemResult::Refused(reason) => refused.push((i, reason)),
+                        ItemResult::Refused(reason, detail) => refused.push(Refused {
+                            index: i,
+                            reason,
+                            detail,
+                        }),
                     }
                 }
             }
@@ -409,9 +413,6 @@ impl Output for Elasticsearch {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.config.backoff_max);
             pending = retry.into_iter().map(|(i, _)| i).collect();
-        }
-        for _ in &refused {
-            self.metrics.error(NAME, "refused");
         }
         self.refusals.keep(events, &mut refused)?;
         self.metrics.outcome(NAME, "acked", created);

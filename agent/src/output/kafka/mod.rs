@@ -10,7 +10,7 @@ pub mod config;
 
 pub use config::KafkaConfig;
 
-use super::dead_letter::Refusals;
+use super::dead_letter::{Refusals, Refused};
 use super::metrics::OutputMetrics;
 use super::template::{Template, lookup};
 use super::{Output, OutputError};
@@ -41,8 +41,12 @@ pub struct Kafka {
 
 /// Why one record was not acknowledged.
 enum Failure {
-    /// The broker or librdkafka refuses this record for good: dead-letter it.
-    Permanent(String),
+    /// The broker or librdkafka refuses this record for good: dead-letter it. The reason is
+    /// a [`Refused::reason`].
+    Permanent {
+        reason: &'static str,
+        detail: String,
+    },
     /// Anything else: the batch is sent again.
     Transient(OutputError),
 }
@@ -111,20 +115,17 @@ impl Kafka {
     /// Classifies a failed delivery, using the last error librdkafka reported to say why.
     fn failure(&self, err: &KafkaError) -> Failure {
         let code = err.rdkafka_error_code();
-        match code {
-            Some(
-                RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::TopicAuthorizationFailed,
-            ) => return Failure::Permanent(err.to_string()),
-            Some(RDKafkaErrorCode::QueueFull) => {
-                return Failure::Transient(OutputError::Overloaded {
-                    output: NAME,
-                    message: err.to_string(),
-                });
-            }
-            _ => {}
+        if let Some(reason) = code.and_then(permanent_reason) {
+            return Failure::Permanent {
+                reason,
+                detail: err.to_string(),
+            };
+        }
+        if code == Some(RDKafkaErrorCode::QueueFull) {
+            return Failure::Transient(OutputError::Overloaded {
+                output: NAME,
+                message: err.to_string(),
+            });
         }
         let last = self.last_error.lock().expect("not poisoned").clone();
         let message = match &last {
@@ -166,7 +167,7 @@ impl Kafka {
         &self,
         index: usize,
         delivery: DeliveryFuture,
-        refused: &mut Vec<(usize, String)>,
+        refused: &mut Vec<Refused>,
         first_error: &mut Option<OutputError>,
     ) {
         let failure = match delivery.await {
@@ -178,7 +179,11 @@ impl Kafka {
             }),
         };
         match failure {
-            Failure::Permanent(reason) => refused.push((index, reason)),
+            Failure::Permanent { reason, detail } => refused.push(Refused {
+                index,
+                reason,
+                detail,
+            }),
             Failure::Transient(err) => {
                 first_error.get_or_insert(err);
             }
@@ -200,7 +205,7 @@ impl Output for Kafka {
             self.producer = create_producer(&self.config, &self.last_error)?;
         }
         let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::with_capacity(events.len());
-        let mut refused: Vec<(usize, String)> = Vec::new();
+        let mut refused: Vec<Refused> = Vec::new();
         let mut first_error = None;
         let (mut topic, mut key) = (String::new(), String::new());
         let mut payload = std::mem::take(&mut self.payload);
@@ -208,15 +213,15 @@ impl Output for Kafka {
             payload.clear();
             serde_json::to_writer(&mut payload, event).expect("a JSON map serialises");
             if payload.len() > self.config.max_message_bytes as usize {
-                self.metrics.error(NAME, "oversized");
-                refused.push((
+                refused.push(Refused {
                     index,
-                    format!(
+                    reason: "oversized",
+                    detail: format!(
                         "oversized: the event is {} bytes, max_message_bytes is {}",
                         payload.len(),
                         self.config.max_message_bytes
                     ),
-                ));
+                });
                 continue;
             }
             self.topic_of(event, &mut topic);
@@ -240,8 +245,12 @@ impl Output for Kafka {
                             self.settle(i, delivery, &mut refused, &mut first_error)
                                 .await;
                         }
-                        Failure::Permanent(reason) => {
-                            refused.push((index, reason));
+                        Failure::Permanent { reason, detail } => {
+                            refused.push(Refused {
+                                index,
+                                reason,
+                                detail,
+                            });
                             break;
                         }
                         Failure::Transient(err) => {
@@ -273,6 +282,17 @@ impl Output for Kafka {
             .outcome(NAME, "acked", (events.len() - refused.len()) as u64);
         Ok(())
     }
+}
+
+/// The [`Refused::reason`] of an error that no retry can cure, or `None` for the others.
+fn permanent_reason(code: RDKafkaErrorCode) -> Option<&'static str> {
+    Some(match code {
+        RDKafkaErrorCode::MessageSizeTooLarge => "message_too_large",
+        RDKafkaErrorCode::InvalidTopic => "invalid_topic",
+        RDKafkaErrorCode::InvalidRecord => "invalid_record",
+        RDKafkaErrorCode::TopicAuthorizationFailed => "topic_authorization_failed",
+        _ => return None,
+    })
 }
 
 fn create_producer(
