@@ -1,6 +1,6 @@
-//! `cargo bench -p skiff-agent --bench json`: reading JSON lines into events
+//! `cargo xtask bench json`: reading JSON lines into events
 //! (`process::Value`) against `serde_json::Value`, for a line a tenant made hostile (80,000
-//! keys sharing their first 8 bytes, 1.6 MB, which took 16 s before objects were built by
+//! keys sharing their first 8 bytes, 1.8 MB, which took 16 s before objects were built by
 //! sorting) and for an ordinary line of a dozen keys.
 
 use criterion::{Criterion, Throughput};
@@ -11,7 +11,7 @@ use std::hint::black_box;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// 80,000 `"attribute_<n>":<n>` pairs, in an order far from sorted: about 1.6 MB.
+/// 80,000 `"attribute_<n>":<n>` pairs, in an order far from sorted: about 1.8 MB.
 fn hostile_line() -> Vec<u8> {
     const KEYS: usize = 80_000;
     let mut line = String::from("{");
