@@ -60,6 +60,7 @@ async fn events_reach_their_templated_topic_once_with_the_override_and_fallback(
     let mut config = config(&brokers);
     config.topic = format!("{run}-%{{[service.name]}}");
     config.fallback_topic = format!("{run}-fallback");
+    config.allowed_topics = vec![format!("{run}-*")];
     config.key = Some("%{[service.name]}".into());
     let metrics = OutputMetrics::default();
     let mut output = Kafka::build(&config, metrics.clone()).expect("build");

@@ -181,6 +181,9 @@ fn shipped_agent_config(setup: &AgentSetup) -> String {
     kafka["hosts"] = serde_yaml::from_str(&format!("[\"{}\"]", setup.kafka)).unwrap();
     let topic = kafka["topic"].as_str().unwrap().to_string();
     set(kafka, "topic", &format!("{}-{topic}", setup.topic_prefix));
+    // The test's topics, the annotation's included, all start with its prefix.
+    kafka["allowed_topics"] =
+        serde_yaml::from_str(&format!("[\"{}-*\"]", setup.topic_prefix)).unwrap();
     set(
         &mut config["queue"]["disk"],
         "path",

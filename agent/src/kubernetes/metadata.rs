@@ -1,6 +1,7 @@
 //! What the agent knows of a pod: its identity, labels, and the webhook's `skiff.dev/*`
 //! annotations, as ECS fields; and which pod a `/var/log/pods` file belongs to.
 
+use crate::process::event::MAX_DEPTH;
 use crate::process::{Event, Object, Value, field};
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
@@ -39,8 +40,13 @@ pub struct PodMeta {
     /// The webhook's `skiff.dev/*` annotations (`skiff.dev/log-topic` is the Kafka topic
     /// for this pod's events).
     pub annotations: BTreeMap<String, String>,
-    /// `skiff.dev/log-fields`: extra fields for every event (a JSON object).
+    /// `skiff.dev/log-fields`: extra fields for every event (a JSON object), dotted keys
+    /// expanded into objects. They never replace a field the event has: the annotation is
+    /// the tenant's, and `kubernetes.*` and `service.*` are the agent's.
     pub extra_fields: Object,
+    /// Whether a dotted key of `extra_fields` is kept flat, as expanded it would nest deeper
+    /// than an event may ([`MAX_DEPTH`]); its events say so in `error.message`.
+    extra_fields_kept_flat: bool,
     /// Names of all its containers (init and ephemeral ones too).
     pub containers: Vec<String>,
 }
@@ -67,13 +73,24 @@ impl PodMeta {
                     .map_or(o.name.clone(), |(deployment, _)| deployment.to_string()),
                 _ => o.name.clone(),
             });
+        let pod_name = meta.name.as_deref().unwrap_or_default();
+        // Read as JSON at most `MAX_DEPTH` levels deep: the object's keys become the event's.
         let extra_fields = match annotations.get(annotation::LOG_FIELDS) {
             None => Object::new(),
-            Some(text) => match serde_json::from_str(text) {
+            Some(text) => match Value::from_json(text, MAX_DEPTH) {
                 Ok(Value::Object(fields)) => fields,
-                _ => {
+                Ok(_) => {
                     tracing::warn!(
-                        pod = meta.name.as_deref().unwrap_or_default(),
+                        pod = pod_name,
+                        "{} is not a JSON object; ignored",
+                        annotation::LOG_FIELDS
+                    );
+                    Object::new()
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        pod = pod_name,
+                        %err,
                         "{} is not a JSON object; ignored",
                         annotation::LOG_FIELDS
                     );
@@ -81,6 +98,29 @@ impl PodMeta {
                 }
             },
         };
+        let mut extra_fields_kept_flat = false;
+        let expanded = field::expand_keys(extra_fields, 1, &mut extra_fields_kept_flat);
+        // `kubernetes.*` is the agent's: what the API server says, which outputs route by
+        // (`kubernetes.annotations.skiff_dev/log-topic` only from that annotation).
+        let expanded_len = expanded.len();
+        let extra_fields: Object = expanded
+            .into_iter()
+            .filter(|(key, _)| key != "kubernetes" && !key.starts_with("kubernetes."))
+            .collect();
+        if extra_fields.len() < expanded_len {
+            tracing::warn!(
+                pod = pod_name,
+                "{}: fields under kubernetes are the agent's; ignored",
+                annotation::LOG_FIELDS
+            );
+        }
+        if extra_fields_kept_flat {
+            tracing::warn!(
+                pod = pod_name,
+                "{}: a dotted key that would nest deeper than {MAX_DEPTH} levels is kept flat",
+                annotation::LOG_FIELDS
+            );
+        }
         let containers = spec
             .map(|spec| {
                 let init = spec.init_containers.iter().flatten().map(|c| &c.name);
@@ -112,7 +152,9 @@ impl PodMeta {
                 .filter(|(key, _)| key.starts_with(annotation::PREFIX))
                 .map(|(key, value)| (key.clone(), value.clone()))
                 .collect(),
-            extra_fields,
+            // Shared: every event of the pod merges the same fields.
+            extra_fields: extra_fields.into_shared(),
+            extra_fields_kept_flat,
             labels,
             containers,
         })
@@ -120,7 +162,8 @@ impl PodMeta {
 
     /// Adds the pod's fields to `event` for its container `container`: `kubernetes.*` (with
     /// the `skiff.dev/*` annotations, where the Kafka output finds `skiff_dev/log-topic`),
-    /// `service.name`, `service.environment`, and the extra fields.
+    /// `service.name`, `service.environment`, and the extra fields where the event has no
+    /// field of theirs.
     pub fn apply(&self, container: &str, event: &mut Event) {
         let labels = dedot(&self.labels);
         let annotations = dedot(&self.annotations);
@@ -145,8 +188,17 @@ impl PodMeta {
         if let Some(environment) = &self.environment {
             field::insert(event, "service.environment", environment.as_str());
         }
-        for (key, value) in self.extra_fields.iter() {
-            field::insert(event, key, value.clone());
+        // The agent's fields win: a tenant's `kubernetes.namespace` or `service.name` would
+        // pass its events off as another's (and pick their Kafka topic).
+        event.merge(self.extra_fields.clone(), false);
+        if self.extra_fields_kept_flat {
+            field::set_error(
+                event,
+                format!(
+                    "kubernetes: a key of {} that would nest deeper than {MAX_DEPTH} levels was kept as it is",
+                    annotation::LOG_FIELDS
+                ),
+            );
         }
     }
 }
@@ -281,6 +333,62 @@ mod tests {
             "from the Deployment's name"
         );
         assert!(meta.extra_fields.is_empty(), "a non-object is ignored");
+    }
+
+    /// Regression: `log-fields` could overwrite the agent's fields, passing a pod's events
+    /// off as another namespace's and service's.
+    #[test]
+    fn log_fields_never_replace_the_agents_fields() {
+        let fields = json!({
+            "kubernetes.namespace": "kube-system",
+            "kubernetes": { "pod": { "name": "etcd" }, "annotations": { "skiff_dev/log-topic": "logs-etcd" } },
+            "service.name": "payments",
+            "service": { "environment": "staging", "version": "1.2" },
+            "team": "payments",
+        });
+        let meta = PodMeta::from_pod(&pod(json!({
+            "skiff.dev/service": "checkout-api",
+            "skiff.dev/environment": "production",
+            "skiff.dev/log-fields": fields.to_string(),
+        })))
+        .unwrap();
+        let mut event = Event::new();
+        meta.apply("app", &mut event);
+        assert_eq!(event["kubernetes"]["namespace"], "shop");
+        assert_eq!(
+            event["kubernetes"]["pod"]["name"],
+            "checkout-7d9f8b6c5d-x2x9z"
+        );
+        assert!(
+            event["kubernetes"]["annotations"]
+                .get("skiff_dev/log-topic")
+                .is_none()
+        );
+        assert_eq!(event["service"]["name"], "checkout-api");
+        assert_eq!(event["service"]["environment"], "production");
+        assert_eq!(event["service"]["version"], "1.2", "a field of its own");
+        assert_eq!(event["team"], "payments");
+        assert!(event.get("kubernetes.namespace").is_none());
+    }
+
+    /// Regression: a key of 30,000 dotted segments in `log-fields` overflowed the agent's
+    /// stack, and every restart met the same pod again.
+    #[test]
+    fn a_log_fields_key_of_30000_segments_stays_flat_and_is_flagged() {
+        crate::process::event::tests::on_small_stack(|| {
+            let key = vec!["a"; 30_000].join(".");
+            let meta = PodMeta::from_pod(&pod(json!({
+                "skiff.dev/log-fields": json!({ key.clone(): 1, "b.c": 2 }).to_string(),
+            })))
+            .unwrap();
+            let mut event = Event::new();
+            meta.apply("app", &mut event);
+            assert_eq!(event[key.as_str()], 1);
+            assert_eq!(event["b"]["c"], 2);
+            assert!(event["error"]["message"].is_string());
+            assert_eq!(event["kubernetes"]["namespace"], "shop");
+            serde_json::to_string(&event).unwrap();
+        });
     }
 
     #[test]

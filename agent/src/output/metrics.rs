@@ -39,6 +39,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// The `output` label alone.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputLabels {
+    /// The output's name.
+    pub output: &'static str,
+}
+
 /// Counters every output keeps.
 #[derive(Debug, Clone, Default)]
 pub struct OutputMetrics {
@@ -54,6 +61,9 @@ pub struct OutputMetrics {
     /// `skiff_output_template_fallbacks_total{output,kind}`: events whose topic, key or index
     /// template named a missing field, so the documented fallback was used.
     pub fallbacks: Family<KindLabels, Counter>,
+    /// `skiff_output_refused_topics_total{output}`: events whose topic field named a topic
+    /// outside the allowed ones, sent to the fallback topic instead.
+    pub refused_topics: Family<OutputLabels, Counter>,
 }
 
 impl OutputMetrics {
@@ -83,6 +93,11 @@ impl OutputMetrics {
             "output_template_fallbacks",
             "Events whose template named a missing field",
             self.fallbacks.clone(),
+        );
+        registry.register(
+            "output_refused_topics",
+            "Events whose topic field named a topic that is not allowed",
+            self.refused_topics.clone(),
         );
     }
 
@@ -119,6 +134,20 @@ impl OutputMetrics {
         self.fallbacks
             .get_or_create(&KindLabels { output, kind })
             .inc();
+    }
+
+    /// Counts one event of `output` whose topic was not allowed.
+    pub fn refused_topic(&self, output: &'static str) {
+        self.refused_topics
+            .get_or_create(&OutputLabels { output })
+            .inc();
+    }
+
+    /// The current value of `skiff_output_refused_topics_total{output}`.
+    pub fn refused_topics_of(&self, output: &'static str) -> u64 {
+        self.refused_topics
+            .get_or_create(&OutputLabels { output })
+            .get()
     }
 
     /// The current value of `skiff_output_events_total{output,outcome}` (for tests and logs).

@@ -17,13 +17,18 @@
 //! - Enrichment caches (GeoIP, user agents, fixed fields) hold their results as shared
 //!   objects ([`Object::into_shared`]): copying one into an event is a reference count, not a
 //!   copy of its tree, and the event copies it only if a later step changes it.
+//! - Trees are at most [`MAX_DEPTH`] levels deep where their shape comes from input (JSON
+//!   read from a line or an annotation, dotted keys expanded into objects): clones,
+//!   comparisons, serialisation and drops walk them recursively, and a tenant's
+//!   30,000-level value overflowed the stack (the agent aborted, and again on every restart
+//!   as it read the same line).
 //!
 //! [`Value`] and [`Object`] keep the names and methods of `serde_json`'s (`as_str`, `get`,
 //! `insert`, indexing by key that yields `Null` for a missing one), implement `Serialize` and
 //! `Deserialize`, and convert from `serde_json::Value` for configuration values and tests.
 
 use compact_str::CompactString;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Number;
 use std::cmp::Ordering;
@@ -33,6 +38,19 @@ use std::sync::Arc;
 
 /// A key or a string value: inline up to 24 bytes, on the heap beyond.
 pub type Text = CompactString;
+
+/// The most levels of objects and arrays a value from input may have, the event's own object
+/// being the first: JSON that nests deeper is not decoded, a dotted key that would is kept
+/// flat. Real logs nest a few levels (ECS's deepest field is 5); 64 leaves room for any of
+/// them, and for the levels a configured target adds, below serde_json's recursion limit of
+/// 128, which the disk queue reads events back with (a record is an array of events).
+pub const MAX_DEPTH: usize = 64;
+
+/// Objects up to this many keys are read from JSON key by key into place; the keys beyond are
+/// sorted into place once, at the end. One by one, each insert moves the keys after it, and
+/// keys read in reverse order made reading an object quadratic in its keys. Small objects,
+/// nearly all of them, keep the tuned path.
+const INSERTED_ONE_BY_ONE: usize = 32;
 
 /// A JSON value of an event.
 #[derive(Clone, Default, PartialEq)]
@@ -111,6 +129,13 @@ fn prefix(key: &str) -> u64 {
         1 => u64::from(b[0]) << 56,
         0 => 0,
     }
+}
+
+/// The order of two entries' keys.
+fn cmp_entries(a: &Entry, b: &Entry) -> Ordering {
+    a.prefix
+        .cmp(&b.prefix)
+        .then_with(|| tie_break(&a.key, &b.key))
 }
 
 /// The order of two keys whose [`prefix`]es are equal.
@@ -215,6 +240,24 @@ impl Value {
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.as_object()?.get(key)
     }
+
+    /// How many levels of arrays and objects this value has: 0 for a scalar, 1 for `[]`.
+    pub fn depth(&self) -> usize {
+        match self {
+            Value::Array(items) => 1 + items.iter().map(Value::depth).max().unwrap_or(0),
+            Value::Object(object) => 1 + object.iter().map(|(_, v)| v.depth()).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// The JSON value of `text`, refused if it opens more than `levels` levels of arrays
+    /// and objects (see [`MAX_DEPTH`]).
+    pub fn from_json(text: &str, levels: usize) -> serde_json::Result<Value> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let value = Within(levels).deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(value)
+    }
 }
 
 impl Object {
@@ -310,11 +353,17 @@ impl Object {
         let (mut at, mut end) = (0, entries.len());
         while end - at > 8 {
             let middle = at + (end - at) / 2;
-            match entries[middle].prefix.cmp(&wanted) {
+            // Equal prefixes are told apart here too: stopping at the first one and scanning
+            // made a lookup linear in the keys sharing their first 8 bytes (`attribute_1` …
+            // `attribute_80000`), and a line of 80,000 such keys took 16 s to read.
+            match entries[middle]
+                .prefix
+                .cmp(&wanted)
+                .then_with(|| tie_break(&entries[middle].key, key))
+            {
                 Ordering::Less => at = middle + 1,
                 Ordering::Greater => end = middle,
-                // Keys sharing the prefix may be on both sides: the scan finds them.
-                Ordering::Equal => break,
+                Ordering::Equal => return Ok(middle),
             }
         }
         while at < end && entries[at].prefix < wanted {
@@ -402,6 +451,19 @@ impl Object {
         }
     }
 
+    /// The object at `key`, created if `key` is missing; `None` if it holds another value.
+    pub fn object_if_free(&mut self, key: &str) -> Option<&mut Object> {
+        let at = match self.find(key) {
+            Ok(at) => at,
+            Err(at) => {
+                let entry = Entry::new(key.into(), Value::Object(Object::new()));
+                self.vec_mut().insert(at, entry);
+                at
+            }
+        };
+        self.vec_mut()[at].value.as_object_mut()
+    }
+
     /// The entries, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&Text, &Value)> {
         self.slice().iter().map(|entry| (&entry.key, &entry.value))
@@ -419,6 +481,9 @@ impl Object {
             // Nothing to merge with: taken whole, still shared if it is.
             *self = other;
             return;
+        }
+        if other.len() > INSERTED_ONE_BY_ONE {
+            return self.merge_sorted(other, other_wins);
         }
         match other.entries {
             Entries::Owned(entries) => {
@@ -444,16 +509,61 @@ impl Object {
 
     /// Merges one entry of [`Object::merge`]'s `other`.
     fn merge_entry(&mut self, key: Text, value: Value, other_wins: bool) {
-        let at = match self.find(&key) {
-            Ok(at) => at,
-            Err(at) => return self.vec_mut().insert(at, Entry::new(key, value)),
-        };
-        match (&mut self.vec_mut()[at].value, value) {
-            (Value::Object(mine), Value::Object(theirs)) => mine.merge(theirs, other_wins),
-            (mine, value) => {
-                if other_wins {
-                    *mine = value;
+        match self.find(&key) {
+            Ok(at) => merge_value(&mut self.vec_mut()[at].value, value, other_wins),
+            Err(at) => self.vec_mut().insert(at, Entry::new(key, value)),
+        }
+    }
+
+    /// [`Object::merge`] of a large `other`: both sorted lists walked once, side by side.
+    /// Key by key, each new key inserted moves the keys after it: quadratic for the 80,000
+    /// keys of one decoded line merged into its event.
+    fn merge_sorted(&mut self, other: Object, other_wins: bool) {
+        let mut mine = std::mem::take(self).into_entries().peekable();
+        let mut theirs = other.into_entries().peekable();
+        let mut merged = Vec::with_capacity(mine.len() + theirs.len());
+        while let (Some(a), Some(b)) = (mine.peek(), theirs.peek()) {
+            match cmp_entries(a, b) {
+                Ordering::Less => merged.extend(mine.next()),
+                Ordering::Greater => merged.extend(theirs.next()),
+                Ordering::Equal => {
+                    if let (Some(mut entry), Some(theirs)) = (mine.next(), theirs.next()) {
+                        merge_value(&mut entry.value, theirs.value, other_wins);
+                        merged.push(entry);
+                    }
                 }
+            }
+        }
+        merged.extend(mine);
+        merged.extend(theirs);
+        self.entries = Entries::Owned(merged);
+    }
+
+    /// Adds `entries`, in any order, a repeated key keeping its last value (as inserting
+    /// them one by one would): appended, sorted once, deduplicated.
+    fn extend_unsorted(&mut self, entries: Vec<Entry>) {
+        let all = self.vec_mut();
+        all.extend(entries);
+        // A stable sort: of entries with equal keys, the last one read comes last.
+        all.sort_by(cmp_entries);
+        // `later` is dropped when it repeats `kept`'s key; its value is kept instead.
+        all.dedup_by(|later, kept| {
+            let repeated = cmp_entries(later, kept) == Ordering::Equal;
+            if repeated {
+                std::mem::swap(later, kept);
+            }
+            repeated
+        });
+    }
+}
+
+/// Merges `theirs` into `mine` as [`Object::merge`] merges the values of a key both have.
+fn merge_value(mine: &mut Value, theirs: Value, other_wins: bool) {
+    match (mine, theirs) {
+        (Value::Object(mine), Value::Object(theirs)) => mine.merge(theirs, other_wins),
+        (mine, theirs) => {
+            if other_wins {
+                *mine = theirs;
             }
         }
     }
@@ -681,16 +791,23 @@ impl Serialize for Object {
     }
 }
 
+/// How deep a value read with `Deserialize` may be: twice [`MAX_DEPTH`], for the events the
+/// agent wrote and reads back (the disk queue), whose input's levels may sit under levels a
+/// configured path adds (`rename` to `a.b.c`). Input is read with [`Value::from_json`].
+const READ_DEPTH: usize = 2 * MAX_DEPTH;
+
 impl<'de> Deserialize<'de> for Value {
+    /// At most [`READ_DEPTH`] levels deep.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ValueVisitor)
+        Within(READ_DEPTH).deserialize(deserializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Object {
+    /// At most [`READ_DEPTH`] levels deep, this object included.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer
-            .deserialize_map(ValueVisitor)
+            .deserialize_map(ValueVisitor { levels: READ_DEPTH })
             .and_then(|value| match value {
                 Value::Object(object) => Ok(object),
                 _ => Err(de::Error::custom("expected a JSON object")),
@@ -698,8 +815,34 @@ impl<'de> Deserialize<'de> for Object {
     }
 }
 
-/// Reads any JSON value, as `serde_json::Value` does.
-struct ValueVisitor;
+/// Reads a value that opens at most this many levels of arrays and objects.
+#[derive(Clone, Copy)]
+struct Within(usize);
+
+impl<'de> DeserializeSeed<'de> for Within {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(ValueVisitor { levels: self.0 })
+    }
+}
+
+/// Reads any JSON value, as `serde_json::Value` does, opening at most `levels` levels of
+/// arrays and objects: each level is a few stack frames of the reader, and of every walk of
+/// the tree after it.
+struct ValueVisitor {
+    levels: usize,
+}
+
+impl ValueVisitor {
+    /// The levels left inside the array or object this visitor opens.
+    fn inside<E: de::Error>(&self) -> Result<Within, E> {
+        match self.levels.checked_sub(1) {
+            Some(levels) => Ok(Within(levels)),
+            None => Err(E::custom("nested deeper than an event may be")),
+        }
+    }
+}
 
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
@@ -737,7 +880,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        Deserialize::deserialize(deserializer)
+        Within(self.levels).deserialize(deserializer)
     }
 
     fn visit_unit<E>(self) -> Result<Value, E> {
@@ -745,18 +888,29 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inside = self.inside()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(inside)? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inside = self.inside()?;
         let mut object = Object::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        let mut more = Vec::new();
         // A key read twice keeps its last value, as serde_json's map does.
-        while let Some((key, value)) = map.next_entry::<KeyText, Value>()? {
-            object.insert(key.0, value);
+        while let Some(key) = map.next_key::<KeyText>()? {
+            let value = map.next_value_seed(inside)?;
+            if object.len() < INSERTED_ONE_BY_ONE {
+                object.insert(key.0, value);
+            } else {
+                more.push(Entry::new(key.0, value));
+            }
+        }
+        if !more.is_empty() {
+            object.extend_unsorted(more);
         }
         Ok(Value::Object(object))
     }
@@ -796,9 +950,114 @@ impl AsRef<str> for KeyText {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Runs `f` on a thread with a stack of 256 KiB, an eighth of a Rust thread's default:
+    /// what passes here walks trees with bounded recursion (a 30,000-level tree needs
+    /// megabytes).
+    pub(crate) fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// `levels` levels of `open` around a 1: `[[[1]]]` or `{"a":{"a":1}}`.
+    pub(crate) fn nested(open: &str, close: &str, levels: usize) -> String {
+        let mut text = open.repeat(levels);
+        text.push('1');
+        text.push_str(&close.repeat(levels));
+        text
+    }
+
+    #[test]
+    fn json_nested_deeper_than_an_event_may_be_is_refused() {
+        on_small_stack(|| {
+            for (open, close) in [("[", "]"), (r#"{"a":"#, "}")] {
+                let deepest = nested(open, close, MAX_DEPTH);
+                let value = Value::from_json(&deepest, MAX_DEPTH).unwrap();
+                assert_eq!(value.depth(), MAX_DEPTH);
+                assert_eq!(serde_json::to_string(&value).unwrap(), deepest);
+                let clone = value.clone();
+                assert_eq!(clone, value);
+                drop((value, clone));
+                for levels in [MAX_DEPTH + 1, 1 << 20] {
+                    let err = Value::from_json(&nested(open, close, levels), MAX_DEPTH)
+                        .unwrap_err()
+                        .to_string();
+                    assert!(err.contains("nested deeper"), "{levels}: {err}");
+                }
+                // What the agent reads back may be deeper (see `READ_DEPTH`), never unbounded.
+                let read_back = nested(open, close, READ_DEPTH - 1);
+                assert!(serde_json::from_str::<Value>(&read_back).is_ok());
+                assert!(serde_json::from_str::<Value>(&nested(open, close, 1 << 20)).is_err());
+            }
+        });
+    }
+
+    /// Keys sharing their first 8 bytes, in an order of their own: `attribute_{n}`.
+    fn many_keys(n: usize) -> Vec<String> {
+        // A stride coprime with `n` visits every key once, far from sorted.
+        (0..n)
+            .map(|i| format!("attribute_{}", (i * 7919) % n))
+            .collect()
+    }
+
+    #[test]
+    fn large_objects_read_as_serde_json_reads_them() {
+        let keys = many_keys(80_000);
+        let mut text = String::from("{");
+        for (i, key) in keys.iter().enumerate() {
+            text.push_str(&format!("\"{key}\":{i},"));
+        }
+        // Repeated keys, one among the first read and one among the last: the last wins.
+        text.push_str(&format!(
+            "\"{}\":\"again\",\"{}\":\"again\"}}",
+            keys[3], keys[79_000]
+        ));
+        let ours: Value = serde_json::from_str(&text).unwrap();
+        let theirs: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(ours.as_object().unwrap().len(), 80_000);
+        assert_eq!(ours, theirs);
+        assert_eq!(ours[keys[3].as_str()], "again");
+        assert_eq!(ours[keys[79_000].as_str()], "again");
+        assert_eq!(ours["attribute_12345"], theirs["attribute_12345"]);
+    }
+
+    #[test]
+    fn large_merges_are_the_merges_of_their_keys() {
+        let keys = many_keys(200);
+        let object = |from: usize, nest: bool| -> Object {
+            keys.iter()
+                .enumerate()
+                .skip(from)
+                .take(100)
+                .map(|(i, key)| {
+                    let value = if nest && i % 3 == 0 {
+                        Value::Object([(format!("n{from}"), i as u64)].into_iter().collect())
+                    } else {
+                        Value::from(i as u64 + from as u64)
+                    };
+                    (key.as_str(), value)
+                })
+                .collect()
+        };
+        for other_wins in [false, true] {
+            let (mine, theirs) = (object(0, true), object(50, true).into_shared());
+            let mut merged = mine.clone();
+            merged.merge(theirs.clone(), other_wins);
+            let mut expected = mine;
+            for (key, value) in theirs {
+                expected.merge_entry(key, value, other_wins);
+            }
+            assert_eq!(merged.len(), 150);
+            assert_eq!(merged, expected, "other_wins: {other_wins}");
+        }
+    }
 
     #[test]
     fn objects_keep_keys_sorted_and_serialise_as_serde_json_maps_do() {

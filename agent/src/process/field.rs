@@ -6,6 +6,7 @@
 //! Nested objects first, as nearly every event has them: trying the flat key first made
 //! every lookup of a dotted path miss once per level.
 
+use super::event::MAX_DEPTH;
 use super::{Event, Object, Value};
 
 /// The value at `path`, if there is one.
@@ -35,15 +36,32 @@ pub fn insert(event: &mut Event, path: &str, value: impl Into<Value>) -> Option<
 }
 
 /// Like [`insert`], but leaves an existing value alone (nested or under a flat key, as [`get`]
-/// finds it). Returns whether it inserted. One walk down the path: at each level the rest of
-/// it is looked up as a flat key before going into the nested object.
+/// finds it), a value standing where an object must go included. Returns whether it
+/// inserted. One walk down the path: at each level the rest of it is looked up as a flat key
+/// before going into the nested object.
 pub fn insert_if_absent(event: &mut Event, path: &str, value: impl Into<Value>) -> bool {
     match split_once(path, b'.') {
         None => event.insert_if_absent(path, value),
         Some((head, rest)) => {
-            !event.contains_key(path) && insert_if_absent(event.object_mut(head), rest, value)
+            !event.contains_key(path)
+                && event
+                    .object_if_free(head)
+                    .is_some_and(|object| insert_if_absent(object, rest, value))
         }
     }
+}
+
+/// How many levels `path` names: 1 for a key without dots.
+pub fn levels(path: &str) -> usize {
+    1 + path.bytes().filter(|&b| b == b'.').count()
+}
+
+/// Whether `value`, set at the dotted `key` of an object at `level` of an event (1: the event
+/// itself), has nothing deeper than [`MAX_DEPTH`]: its deepest object or array would be at
+/// `level + levels(key) + depth - 1`. A key without dots always does, as its object does.
+pub fn nests_within(level: usize, key: &str, value: &Value) -> bool {
+    let levels = levels(key);
+    levels == 1 || level + levels + value.depth() <= MAX_DEPTH + 1
 }
 
 /// The object at `path`, created (or made an object) if needed; `""` is the event itself.
@@ -76,6 +94,28 @@ pub fn split_once(text: &str, byte: u8) -> Option<(&str, &str)> {
     debug_assert!(byte.is_ascii());
     let at = text.bytes().position(|b| b == byte)?;
     Some((&text[..at], &text[at + 1..]))
+}
+
+/// Turns `{"log.level": "x"}` into `{"log": {"level": "x"}}`, recursively. `object` is at
+/// `level` of the event and nothing in it is deeper than [`MAX_DEPTH`]; a dotted key whose
+/// value would then be is kept as it is, and `kept_flat` set.
+pub fn expand_keys(object: Object, level: usize, kept_flat: &mut bool) -> Object {
+    let mut out = Object::with_capacity(object.len());
+    for (key, value) in object {
+        let nested = nests_within(level, &key, &value);
+        let value_level = level + if nested { levels(&key) } else { 1 };
+        let value = match value {
+            Value::Object(inner) => Value::Object(expand_keys(inner, value_level, kept_flat)),
+            other => other,
+        };
+        if nested {
+            insert(&mut out, &key, value);
+        } else {
+            *kept_flat = true;
+            out.insert(key, value);
+        }
+    }
+    out
 }
 
 /// Appends `flag` to the event's `log.flags` list unless it is there already.
@@ -141,6 +181,13 @@ mod tests {
         assert!(insert_if_absent(&mut e, "http.request.method", "GET"));
         assert_eq!(e["url"], json!({ "query": "q=1" }));
         assert_eq!(e["http"]["request"], json!({ "method": "GET" }));
+    }
+
+    #[test]
+    fn insert_if_absent_leaves_a_scalar_in_the_way() {
+        let mut e = event(json!({ "kubernetes": { "namespace": "shop" } }));
+        assert!(!insert_if_absent(&mut e, "kubernetes.namespace.name", "x"));
+        assert_eq!(e, event(json!({ "kubernetes": { "namespace": "shop" } })));
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub struct KafkaConfig {
     /// puts it on events. Default: `kubernetes.annotations.skiff_dev/log-topic`.
     #[serde(default = "default_topic_field")]
     pub topic_field: String,
+    /// Globs (`*`, `?`, `[…]`) a topic from `topic_field` must match: a tenant writes the
+    /// annotation, and must not route its events into another's topic. Any other goes to
+    /// `fallback_topic`, counted in `skiff_output_refused_topics_total`. The `topic` template
+    /// is the operator's and is not checked. Default: `["logs-*"]`.
+    #[serde(default = "default_allowed_topics")]
+    pub allowed_topics: Vec<String>,
     /// The topic for events the `topic` template cannot be rendered for (it names a field
     /// the event lacks); counted in `skiff_output_template_fallbacks_total{kind="topic"}`.
     /// Default: `logs-default`.
@@ -120,6 +126,9 @@ fn default_topic() -> String {
 fn default_topic_field() -> String {
     "kubernetes.annotations.skiff_dev/log-topic".to_string()
 }
+fn default_allowed_topics() -> Vec<String> {
+    vec!["logs-*".to_string()]
+}
 fn default_fallback_topic() -> String {
     "logs-default".to_string()
 }
@@ -158,6 +167,7 @@ impl KafkaConfig {
             hosts,
             topic: default_topic(),
             topic_field: default_topic_field(),
+            allowed_topics: default_allowed_topics(),
             fallback_topic: default_fallback_topic(),
             key: None,
             compression: Compression::default(),

@@ -14,15 +14,19 @@ use super::dead_letter::{Refusals, Refused};
 use super::metrics::OutputMetrics;
 use super::template::{Template, lookup};
 use super::{Output, OutputError};
-use crate::process::{Event, Value};
+use crate::process::{Event, Text, Value, field};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 const NAME: &str = "kafka";
+
+/// The pods remembered as warned about for their topic: a node runs a few hundred pods, and
+/// churn must not grow the set without bound.
+const WARNED_PODS: usize = 4096;
 
 /// The last error librdkafka reported, shared with its client context.
 type LastError = Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>;
@@ -33,6 +37,10 @@ pub struct Kafka {
     producer: FutureProducer<Context>,
     last_error: LastError,
     topic: Template,
+    allowed_topics: Vec<glob::Pattern>,
+    /// The pods (`kubernetes.pod.uid`) warned about for a refused topic: each once, as every
+    /// event of theirs is refused. Forgotten all at once past [`WARNED_PODS`].
+    warned: Mutex<HashSet<Text>>,
     key: Option<Template>,
     refusals: Refusals,
     metrics: OutputMetrics,
@@ -61,6 +69,14 @@ impl Kafka {
         };
         config.validate().map_err(invalid)?;
         let topic = Template::parse(&config.topic).map_err(|err| invalid(err.to_string()))?;
+        let allowed_topics = config
+            .allowed_topics
+            .iter()
+            .map(|glob| {
+                glob::Pattern::new(glob)
+                    .map_err(|err| invalid(format!("allowed_topics: {glob:?}: {err}")))
+            })
+            .collect::<Result<_, _>>()?;
         let key = config
             .key
             .as_deref()
@@ -75,6 +91,8 @@ impl Kafka {
             producer,
             last_error,
             topic,
+            allowed_topics,
+            warned: Mutex::new(HashSet::new()),
             key,
             refusals,
             metrics,
@@ -82,13 +100,19 @@ impl Kafka {
         })
     }
 
-    /// The event's topic: the override field when set, else the template, else the fallback.
+    /// The event's topic: the override field when set (and allowed), else the template,
+    /// else the fallback.
     fn topic_of(&self, event: &Event, out: &mut String) {
         out.clear();
         if let Some(Value::String(topic)) = lookup(event, &self.config.topic_field)
             && !topic.is_empty()
         {
-            out.push_str(topic);
+            if self.allowed_topics.iter().any(|glob| glob.matches(topic)) {
+                out.push_str(topic);
+            } else {
+                self.refuse_topic(event, topic);
+                out.push_str(&self.config.fallback_topic);
+            }
             return;
         }
         if let Err(missing) = self.topic.render(event, out) {
@@ -96,6 +120,26 @@ impl Kafka {
             self.metrics.fallback(NAME, "topic");
             out.clear();
             out.push_str(&self.config.fallback_topic);
+        }
+    }
+
+    /// Counts an event whose topic field names a topic that is not allowed, and warns once
+    /// for its pod.
+    fn refuse_topic(&self, event: &Event, topic: &str) {
+        self.metrics.refused_topic(NAME);
+        let pod = field::get_str(event, "kubernetes.pod.uid").unwrap_or_default();
+        let mut warned = self.warned.lock().expect("not poisoned");
+        if warned.len() >= WARNED_PODS {
+            warned.clear();
+        }
+        if warned.insert(pod.into()) {
+            tracing::warn!(
+                topic,
+                namespace = field::get_str(event, "kubernetes.namespace").unwrap_or_default(),
+                pod = field::get_str(event, "kubernetes.pod.name").unwrap_or_default(),
+                fallback = %self.config.fallback_topic,
+                "kafka: topic not in allowed_topics; using the fallback topic"
+            );
         }
     }
 
@@ -337,5 +381,72 @@ impl ClientContext for Context {
         if let Some(code) = error.rdkafka_error_code() {
             *self.last_error.lock().expect("not poisoned") = Some((code, reason.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn topic(output: &Kafka, event: serde_json::Value) -> String {
+        let mut topic = String::new();
+        let event: Event = event.as_object().unwrap().clone().into();
+        output.topic_of(&event, &mut topic);
+        topic
+    }
+
+    fn annotated(pod: &str, topic: &str) -> serde_json::Value {
+        json!({
+            "service": { "name": "checkout" },
+            "kubernetes": {
+                "namespace": "shop",
+                "pod": { "name": pod, "uid": pod },
+                "annotations": { "skiff_dev/log-topic": topic },
+            },
+        })
+    }
+
+    /// Regression: `skiff.dev/log-topic` was honoured as written, so a tenant could write
+    /// into any topic the agent may write to.
+    #[test]
+    fn annotated_topics_outside_the_allowed_ones_fall_back() {
+        // Nothing listens there: building connects to nothing yet.
+        let config = KafkaConfig::new(vec!["127.0.0.1:9".into()]);
+        assert_eq!(config.allowed_topics, ["logs-*"]);
+        let metrics = OutputMetrics::default();
+        let output = Kafka::build(&config, metrics.clone()).unwrap();
+        assert_eq!(
+            topic(&output, annotated("a", "logs-billing")),
+            "logs-billing"
+        );
+        for (pod, refused) in [
+            ("a", "payments-audit"),
+            ("a", "__consumer_offsets"),
+            ("b", "x"),
+        ] {
+            assert_eq!(topic(&output, annotated(pod, refused)), "logs-default");
+        }
+        assert_eq!(metrics.refused_topics_of(NAME), 3);
+        assert_eq!(output.warned.lock().unwrap().len(), 2, "once per pod");
+        assert_eq!(
+            topic(&output, json!({ "service": { "name": "x" } })),
+            "logs-x"
+        );
+
+        let mut config = config.clone();
+        config.allowed_topics = vec!["payments-*".into(), "audit".into()];
+        let output = Kafka::build(&config, metrics.clone()).unwrap();
+        assert_eq!(
+            topic(&output, annotated("a", "payments-audit")),
+            "payments-audit"
+        );
+        assert_eq!(topic(&output, annotated("a", "audit")), "audit");
+        assert_eq!(
+            topic(&output, annotated("a", "logs-billing")),
+            "logs-default"
+        );
+        config.allowed_topics = vec!["[".into()];
+        assert!(Kafka::build(&config, metrics).is_err(), "an invalid glob");
     }
 }

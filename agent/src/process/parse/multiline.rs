@@ -30,6 +30,11 @@ pub struct MultilineConfig {
     /// Lines beyond this many are dropped from the group (flagged `truncated`). Default: 500.
     #[serde(default = "default_max_lines")]
     pub max_lines: usize,
+    /// Bytes of the joined message beyond this many are dropped (flagged `truncated`), as
+    /// Filebeat's `max_bytes`: 500 lines of the harvester's 10 MiB each made one 600 MiB
+    /// event, above the agent's memory limit. Default: 10485760 (10 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
     /// A group is emitted after this long without a new line. Default: 5s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -56,6 +61,10 @@ fn default_max_lines() -> usize {
     500
 }
 
+fn default_max_bytes() -> usize {
+    10 * 1024 * 1024
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -67,6 +76,7 @@ pub struct Multiline {
     negate: bool,
     position: Position,
     max_lines: usize,
+    max_bytes: usize,
     timeout: Duration,
     group: Option<Group>,
 }
@@ -89,11 +99,18 @@ impl Multiline {
                 message: "`max_lines` must be at least 1".into(),
             });
         }
+        if config.max_bytes == 0 {
+            return Err(BuildError::InvalidOption {
+                what: "multiline",
+                message: "`max_bytes` must be at least 1".into(),
+            });
+        }
         Ok(Self {
             pattern: compile("multiline", &config.pattern)?,
             negate: config.negate,
             position: config.position,
             max_lines: config.max_lines,
+            max_bytes: config.max_bytes,
             timeout: config.timeout,
             group: None,
         })
@@ -143,22 +160,29 @@ impl Multiline {
         let text = message(&event).unwrap_or_default();
         match &mut self.group {
             None => {
+                let kept = prefix_within(text, self.max_bytes);
                 self.group = Some(Group {
-                    text: Text::new(text),
+                    text: Text::new(kept),
+                    truncated: kept.len() < text.len(),
                     first: event,
                     lines: 1,
-                    truncated: false,
                     last_line_at: now,
                 })
             }
             Some(group) => {
                 group.last_line_at = now;
-                if group.lines >= self.max_lines {
+                // A group cut short drops its further lines, but still ends where its pattern
+                // says: the lines after it are events of their own.
+                let room = self.max_bytes.saturating_sub(group.text.len());
+                if group.lines >= self.max_lines || group.truncated || room == 0 {
                     group.truncated = true;
                     return;
                 }
+                // The newline and as much of the line as fits after it.
+                let kept = prefix_within(text, room - 1);
+                group.truncated = kept.len() < text.len();
                 group.text.push('\n');
-                group.text.push_str(text);
+                group.text.push_str(kept);
                 group.lines += 1;
             }
         }
@@ -179,10 +203,55 @@ impl Multiline {
     }
 }
 
+/// The longest start of `text` of at most `max` bytes that ends between characters.
+fn prefix_within(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{line, parsers};
+    use serde_json::json;
     use std::time::{Duration, Instant};
+
+    /// Regression: a group was bound by lines only, and 500 lines of 10 MiB made one
+    /// 600 MiB event.
+    #[test]
+    fn a_group_stops_growing_at_max_bytes_and_the_next_one_flows() {
+        let mut p = parsers("[ { multiline: { pattern: '^\\s', max_bytes: 24 } } ]");
+        let mut out = Vec::new();
+        for (n, text) in [
+            "Exception",
+            "  at a.b(A.java:1)",
+            "  at c.d(C.java:2)",
+            "next",
+            "  at é",
+            "ééééééééééééééé",
+        ]
+        .iter()
+        .enumerate()
+        {
+            p.push(line(n as u64 * 100, text), &mut out);
+        }
+        p.flush(&mut out);
+        let messages: Vec<&str> = out.iter().map(|e| e["message"].as_str().unwrap()).collect();
+        assert_eq!(
+            messages,
+            ["Exception\n  at a.b(A.jav", "next\n  at é", "éééééééééééé"]
+        );
+        assert_eq!(out[0]["log"]["flags"], json!(["multiline", "truncated"]));
+        assert_eq!(out[1]["log"]["flags"], json!(["multiline"]));
+        // 30 bytes cut at a character's end, not in its middle.
+        assert_eq!(out[2]["log"]["flags"], json!(["truncated"]));
+        assert_eq!(out[2]["log"]["offset"], 500);
+    }
 
     #[test]
     fn an_unterminated_group_is_flushed_at_its_timeout() {
