@@ -22,18 +22,20 @@
 //!   up.
 
 use super::discovery::{Discovery, FileInput};
+use super::identity::birth;
 use super::internal_events::{
     CloseReason, FileClosed, FileIoFailed, FileUnreadable, HarvestStarted, HarvestStopped,
     PinnedReleased, RenamedBeforeOpened, RescanStarted, WatchEventsLost,
 };
+use super::look_queue::LookQueue;
 use super::open_file::OpenFile;
+use super::outbox::Outbox;
 use super::watch_events::{self, Action, Rechecks};
 use super::{Line, READ_SIZE};
 use crate::metrics::FileMetrics;
 use crate::registry::{Checkpoint, Registry};
 use crate::watch::{FileId, FolderWatch, WatchEvent, WatchQueue};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -56,8 +58,6 @@ pub(super) const RECHECK: Duration = Duration::from_millis(1);
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How often the engine retries handing over a batch while the channel is full.
 const FULL_WAIT: Duration = Duration::from_millis(2);
-/// Batches the engine holds while the channel is full; reading waits beyond it.
-const MAX_PENDING: usize = 16;
 
 /// What the engine hands to the delivery side, in order per file.
 #[derive(Debug)]
@@ -103,7 +103,7 @@ pub struct Engine {
     metrics: FileMetrics,
     outbox: Outbox,
     files: HashMap<FileId, OpenFile>,
-    looks: Looks,
+    looks: LookQueue,
     by_path: HashMap<PathBuf, FileId>,
     /// Files closed while they still existed (inactive, limit): where to resume.
     stopped: HashMap<FileId, Checkpoint>,
@@ -134,13 +134,9 @@ impl Engine {
             folders,
             registry,
             metrics,
-            outbox: Outbox {
-                out,
-                pending: VecDeque::new(),
-                receiver_gone: false,
-            },
+            outbox: Outbox::new(out),
             files: HashMap::new(),
-            looks: Looks::default(),
+            looks: LookQueue::default(),
             by_path: HashMap::new(),
             stopped: HashMap::new(),
             next_rescan: Instant::now(),
@@ -153,7 +149,7 @@ impl Engine {
     /// Harvests until `stop` is set or the output channel closes. Stops reading at once:
     /// batches already sent are the delivery side's to drain.
     pub fn run(mut self, stop: &AtomicBool) {
-        while !stop.load(Ordering::SeqCst) && !self.outbox.receiver_gone {
+        while !stop.load(Ordering::SeqCst) && !self.outbox.receiver_gone() {
             let now = Instant::now();
             match self.queue.events.recv_timeout(self.wait(now)) {
                 Ok(event) => {
@@ -327,7 +323,7 @@ impl Engine {
         }
         if let Some(checkpoint) = self.stopped.get(&id)
             && checkpoint.offset == meta.len()
-            && checkpoint.generation.birth == super::identity::birth(meta)
+            && checkpoint.generation.birth == birth(meta)
         {
             return; // closed at its end and unchanged
         }
@@ -371,9 +367,7 @@ impl Engine {
             .remove(&id)
             .or_else(|| self.registry.lookup(id))
             .filter(|checkpoint| checkpoint.generation.matches(&file, &meta).unwrap_or(false));
-        let now = Instant::now();
-        let Some(mut open) =
-            OpenFile::start(input, spec, path, file, &meta, resume, &self.metrics, now)
+        let Some(mut open) = OpenFile::start(input, spec, path, file, &meta, resume, &self.metrics)
         else {
             return;
         };
@@ -567,104 +561,6 @@ fn arm(folders: &mut Option<Box<dyn FolderWatch>>, id: FileId) -> bool {
     folders.as_mut().is_some_and(|watch| watch.arm(id))
 }
 
-/// The engine's end of the channel to the delivery side, and the batches waiting for room in
-/// it, oldest first.
-struct Outbox {
-    out: mpsc::Sender<Harvested>,
-    pending: VecDeque<Harvested>,
-    /// The delivery side is gone: nothing more can be delivered.
-    receiver_gone: bool,
-}
-
-impl Outbox {
-    /// Hands `harvested` to the delivery side, after what is already waiting.
-    fn send(&mut self, harvested: Harvested) {
-        self.pending.push_back(harvested);
-        self.flush();
-    }
-
-    /// Moves waiting batches into the channel while it has room.
-    fn flush(&mut self) {
-        while let Some(harvested) = self.pending.pop_front() {
-            match self.out.try_send(harvested) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(harvested)) => {
-                    self.pending.push_front(harvested);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.receiver_gone = true;
-                    self.pending.clear();
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Batches wait for room in the channel.
-    fn waiting(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Reading waits: as many batches as the engine holds wait, or nobody takes them.
-    fn full(&self) -> bool {
-        self.receiver_gone || self.pending.len() >= MAX_PENDING
-    }
-
-    /// Hands over the waiting batches, waiting for room (when the engine stops).
-    fn hand_over_pending(&mut self) {
-        for harvested in std::mem::take(&mut self.pending) {
-            if self.out.blocking_send(harvested).is_err() {
-                break;
-            }
-        }
-    }
-}
-
-/// The open files by the time of their next look, soonest first: an entry whose time is no
-/// longer its file's next look is stale, and dropped when it comes up. So a wait for the next
-/// look does not go over every open file.
-#[derive(Default)]
-struct Looks(BinaryHeap<Reverse<(Instant, FileId)>>);
-
-impl Looks {
-    /// Looks at the open file `id` next at `at`.
-    fn schedule(&mut self, id: FileId, open: &mut OpenFile, at: Instant) {
-        open.set_next_look(at);
-        self.push(id, at);
-    }
-
-    /// Queues a look at `id` at `at`, its next look.
-    fn push(&mut self, id: FileId, at: Instant) {
-        self.0.push(Reverse((at, id)));
-    }
-
-    /// When the soonest look is due (perhaps stale).
-    fn next(&self) -> Option<Instant> {
-        self.0.peek().map(|Reverse((at, _))| *at)
-    }
-
-    /// Takes the looks due at `now` out of the queue.
-    fn take_due(&mut self, files: &HashMap<FileId, OpenFile>, now: Instant) -> Vec<FileId> {
-        // Files coming due soon, relative to their backoff, are looked at in this round: a
-        // look a little early costs one `fstat`, while thousands of idle files coming due one
-        // by one would wake the engine a thousand times a second.
-        let mut due = Vec::new();
-        while let Some(&Reverse((at, id))) = self.0.peek() {
-            match files.get(&id) {
-                Some(open) if open.next_look() == at => {
-                    if at > now + open.backoff() / 8 {
-                        break;
-                    }
-                    due.push(id);
-                }
-                _ => {} // closed, or looked at since: stale
-            }
-            self.0.pop();
-        }
-        due
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,9 +109,8 @@ impl Look {
 
 impl OpenFile {
     /// Starts harvesting `file` of input `input` (`spec`), opened at `path` and described by
-    /// `meta`, where `resume` ended or else at its first byte; at `now`. None when it was never
+    /// `meta`, where `resume` ended or else at its first byte. None when it was never
     /// harvested and is older than `ignore_older`, or cannot seek (logged).
-    #[allow(clippy::too_many_arguments)] // what a file starts from, each of a different kind
     pub(super) fn start(
         input: usize,
         spec: &FileInput,
@@ -120,7 +119,6 @@ impl OpenFile {
         meta: &Metadata,
         resume: Option<Checkpoint>,
         metrics: &FileMetrics,
-        now: Instant,
     ) -> Option<Self> {
         if resume.is_none()
             && let Some(older) = spec.ignore_older
@@ -160,6 +158,7 @@ impl OpenFile {
         };
         // A name no pattern matches: a file renamed away before it was opened.
         let matched = spec.matches(path);
+        let now = Instant::now();
         Some(Self {
             input,
             path: path.into(),
