@@ -14,7 +14,7 @@
 
 use criterion::{Criterion, Throughput};
 use skiff_agent::config::FilestreamConfig;
-use skiff_agent::harvest::files::{Engine, EngineOptions, FileInput, Harvested, READ_BUDGET};
+use skiff_agent::harvest::{Engine, EngineOptions, FileInput, Harvested, READ_BUDGET};
 use skiff_agent::harvest::{Harvester, LineSplitter};
 use skiff_agent::metrics::{FileMetrics, new_registry};
 use skiff_agent::registry::{Registry, RegistryConfig};

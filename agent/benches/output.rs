@@ -14,7 +14,7 @@
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use skiff_agent::harvest::Harvester;
-use skiff_agent::harvest::files::READ_BUDGET;
+use skiff_agent::harvest::READ_BUDGET;
 use skiff_agent::output::elasticsearch::{Elasticsearch, ElasticsearchConfig};
 use skiff_agent::output::kafka::{Kafka, KafkaConfig};
 use skiff_agent::output::metrics::OutputMetrics;

@@ -16,7 +16,7 @@
 
 use criterion::{Criterion, Throughput};
 use skiff_agent::harvest::Line;
-use skiff_agent::harvest::files::READ_BUDGET;
+use skiff_agent::harvest::READ_BUDGET;
 use skiff_agent::process::parse::{ParserConfig, Parsers};
 use skiff_agent::process::{Event, ProcessorConfig, Processors, Source, event_from_line};
 use skiff_tests::env;

@@ -317,7 +317,7 @@ impl Config {
             if filestream.paths.is_empty() {
                 return Err(invalid("`paths` is empty".into()));
             }
-            if let Err(err) = crate::harvest::files::FileInput::build(filestream) {
+            if let Err(err) = crate::harvest::FileInput::build(filestream) {
                 return Err(invalid(err.to_string()));
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! The harvest engine runs on its own thread and hands batches of lines to the delivery task
 //! through a bounded channel of [`BATCHES_IN_FLIGHT`] batches (each at most
-//! [`crate::harvest::files::READ_BUDGET`] bytes), so memory stays bounded and a slow output slows the readers. The
+//! [`crate::harvest::READ_BUDGET`] bytes), so memory stays bounded and a slow output slows the readers. The
 //! delivery task turns lines into events and pushes each batch, with its offsets, into the
 //! [`crate::queue`], which every output consumes at its own pace; a batch's offsets are
 //! committed to the registry once it is safe (acknowledged by every output, or stored in the
@@ -13,7 +13,7 @@
 //! next start), the registry is written, and `run` returns.
 
 use crate::config::{Config, InputConfig};
-use crate::harvest::files::{Engine, EngineOptions, FileInput, Harvested};
+use crate::harvest::{Engine, EngineOptions, FileInput, Harvested};
 use crate::kubernetes::KubernetesInput;
 use crate::metrics::{self, FileMetrics};
 use crate::output::Output;
@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Batches read but not yet delivered: with [`crate::harvest::files::READ_BUDGET`] bytes each, at most 4 MiB.
+/// Batches read but not yet delivered: with [`crate::harvest::READ_BUDGET`] bytes each, at most 4 MiB.
 pub const BATCHES_IN_FLIGHT: usize = 16;
 /// How long SIGTERM waits for the outputs to acknowledge what was read.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

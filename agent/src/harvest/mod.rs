@@ -1,9 +1,22 @@
 //! Reading files: cutting their bytes into lines ([`LineSplitter`]), one reader per file
 //! ([`Harvester`]), what makes a file the same file ([`identity`]), and the engine that keeps
-//! one harvester per watched file through rotations ([`files`]).
+//! one harvester per watched file through rotations ([`Engine`]), in the manner of Vector's
+//! `file-source`: the scheduler ([`engine`]), with its queue of looks by time
+//! ([`look_queue`]) and its end of the channel ([`outbox`]); one open file's state machine
+//! ([`open_file`]); which files an input harvests ([`discovery`]); what watch events ask for
+//! ([`watch_events`]); and what is logged and counted ([`internal_events`]).
 
-pub mod files;
+mod discovery;
+mod engine;
 pub mod identity;
+mod internal_events;
+mod look_queue;
+mod open_file;
+mod outbox;
+mod watch_events;
+
+pub use discovery::{Admission, FileInput, InputError};
+pub use engine::{Batch, Engine, EngineOptions, Harvested, READ_BUDGET};
 
 use memchr::memchr_iter;
 use std::fs::File;

@@ -12,7 +12,7 @@
 use super::metadata::{LogPath, PodMeta};
 use super::watcher::{PodIndex, WatchConfig};
 use crate::config::{CloseConfig, FilestreamConfig};
-use crate::harvest::files::Admission;
+use crate::harvest::Admission;
 use crate::process::parse::{ParserConfig, for_log_format};
 use crate::process::{BuildError, Event};
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@
 
 use super::parse::{ParserConfig, Parsers, for_log_format};
 use super::{BuildError, Event, ProcessorConfig, Processors};
-use crate::harvest::files::Admission;
+use crate::harvest::Admission;
 use crate::kubernetes::{ContainerLog, KubernetesInput};
 use std::collections::HashMap;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //! often, at least every `check_interval`. A rename reports both names, so a file renamed out of
 //! the patterns before the agent opened it is still harvested (except by polling, which cannot
 //! see a file that kept a matching name for less than a scan period). The events are
-//! hints, never the truth: the harvest engine ([`crate::harvest::files`]) looks at the file
+//! hints, never the truth: the harvest engine ([`crate::harvest::Engine`]) looks at the file
 //! system itself for each one, so a duplicate or stale event costs a `stat`, and a missed one is
 //! found by the next rescan. Every backend gets an initial scan and a safety rescan, and a
 //! backend that loses events (a full queue, a full ring buffer, an inotify overflow) asks for a
