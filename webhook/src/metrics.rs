@@ -12,7 +12,8 @@ use prometheus_client::registry::Registry;
 pub struct ReviewLabels {
     /// CREATE, UPDATE, … or `none` for a body that was no review.
     pub operation: &'static str,
-    /// `patched`, `unchanged`, `skipped`, `invalid`, or `bad_request`.
+    /// `patched`, `unchanged`, `skipped`, `invalid`, `too_large`, or `bad_request` (and, for
+    /// `none`, `too_slow` and `too_large` bodies).
     pub result: &'static str,
 }
 

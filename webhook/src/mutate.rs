@@ -4,7 +4,7 @@
 use crate::cluster::Cluster;
 use crate::hpa;
 use crate::policy::{Effective, LOG_FIELDS, LOG_FORMAT, LOG_TOPIC, LOGS, Policy};
-use crate::resources::{self, Bounds};
+use crate::resources::{self, Bounds, ContainerWarnings};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use kube::core::DynamicObject;
@@ -55,6 +55,8 @@ pub enum Outcome {
     Skipped,
     /// Claims to be a Deployment but does not decode as one: denied.
     Invalid,
+    /// More containers than the policy's `limits.maxContainers`: admitted as written.
+    TooLarge,
 }
 
 impl Outcome {
@@ -65,6 +67,7 @@ impl Outcome {
             Self::Unchanged => "unchanged",
             Self::Skipped => "skipped",
             Self::Invalid => "invalid",
+            Self::TooLarge => "too_large",
         }
     }
 }
@@ -107,6 +110,21 @@ pub fn review(
     }
     if policy.excludes(namespace) {
         return skipped(response);
+    }
+    // Counted before any copy of the object is made: the copies and the patch grow with it.
+    // Admitted as written, as with `failurePolicy: Ignore` when the webhook cannot answer:
+    // skiff makes workloads better, it does not guard the cluster (a validating policy does).
+    let containers = container_count(object);
+    let most = policy.limits.max_containers;
+    if containers > most {
+        let warning = format!(
+            "skiff: {containers} containers, more than the {most} the policy's limits.maxContainers allows: admitted unchanged"
+        );
+        return Reviewed {
+            response: with_warnings(response, vec![warning]),
+            outcome: Outcome::TooLarge,
+            operations: 0,
+        };
     }
     let deployment: Deployment = match serde_json::to_value(object).and_then(serde_json::from_value)
     {
@@ -215,14 +233,16 @@ pub fn mutate(mut deployment: Deployment, context: &Context) -> Mutation {
     let template = &mut deployment.spec.template;
     if let Some(pod) = template.spec.as_mut() {
         let init = pod.init_containers.iter_mut().flatten();
+        let mut container_warnings = ContainerWarnings::default();
         for container in pod.containers.iter_mut().chain(init) {
             resources::fill(
                 container,
                 &effective.resources,
                 context.bounds,
-                &mut warnings,
+                &mut container_warnings,
             );
         }
+        warnings.extend(container_warnings.into_messages());
         let spread = pod.topology_spread_constraints.get_or_insert_with(Vec::new);
         if effective.spread && may_run_two && !spread.iter().any(|c| c.topology_key == HOSTNAME) {
             spread.push(TopologySpreadConstraint {
@@ -326,7 +346,29 @@ fn preview_hpa(
     }
 }
 
-fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
+/// Containers and init containers of an object claiming to be a Deployment, as written (a
+/// field of the wrong type counts none, and fails to decode later).
+fn container_count(object: &DynamicObject) -> usize {
+    let Some(pod) = object.data.pointer("/spec/template/spec") else {
+        return 0;
+    };
+    ["containers", "initContainers"]
+        .iter()
+        .filter_map(|key| pod.get(key)?.as_array().map(Vec::len))
+        .sum()
+}
+
+/// The API server keeps the first 256 characters of a warning (and 4 KiB of them all): a
+/// longer one, say with a megabyte-long quantity in it, would only grow the response.
+const WARNING_CHARS: usize = 256;
+
+fn with_warnings(mut response: AdmissionResponse, mut warnings: Vec<String>) -> AdmissionResponse {
+    for warning in &mut warnings {
+        if let Some((cut, _)) = warning.char_indices().nth(WARNING_CHARS - 1) {
+            warning.truncate(cut);
+            warning.push('…');
+        }
+    }
     if !warnings.is_empty() {
         response.warnings = Some(warnings);
     }

@@ -6,7 +6,7 @@ mod objects;
 pub use certificates::Certificates;
 pub use objects::{deployment, review};
 use skiff_webhook::policy::Policy;
-use skiff_webhook::server::{self, Running};
+use skiff_webhook::server::{self, Running, ServerLimits};
 
 /// A running webhook without cluster access, and its certificates.
 pub struct Webhook {
@@ -16,6 +16,11 @@ pub struct Webhook {
 
 impl Webhook {
     pub async fn start() -> Self {
+        Self::start_with(ServerLimits::default()).await
+    }
+
+    /// A webhook with these bounds on its clients.
+    pub async fn start_with(limits: ServerLimits) -> Self {
         let certificates = Certificates::new();
         let running = server::start(server::Options {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -25,6 +30,7 @@ impl Webhook {
             policy: Policy::default(),
             client: None,
             namespace: None,
+            limits,
         })
         .await
         .expect("starting the webhook");
