@@ -140,12 +140,12 @@ pub async fn start(options: Options) -> Result<Running> {
         limits.idle_timeout,
     ];
     if timeouts.contains(&Duration::ZERO)
-        || limits.max_connections == 0
+        || !(1..=u32::MAX as usize).contains(&limits.max_connections)
         || limits.max_body_bytes > limits.body_budget_bytes
         || limits.body_budget_bytes > Semaphore::MAX_PERMITS
     {
         anyhow::bail!(
-            "need timeouts above zero, at least one connection, and a body budget of at least \
+            "need timeouts above zero, 1 to 2^32-1 connections, and a body budget of at least \
              the largest body (and at most {} bytes), got {limits:?}",
             Semaphore::MAX_PERMITS
         );

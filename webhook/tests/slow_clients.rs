@@ -4,13 +4,14 @@
 //! connections, half-sent handshakes, heads and bodies held forever (3,000 of them took the
 //! webhook from 14 to 94 MB).
 
+#[path = "support/raw.rs"]
+mod raw;
 mod support;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use raw::{HALF_A_BODY, HALF_A_CLIENT_HELLO, HALF_A_HEAD};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use skiff_webhook::server::ServerLimits;
-use std::sync::Arc;
 use std::time::Duration;
 use support::{Webhook, deployment, review};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -37,27 +38,11 @@ async fn tcp(webhook: &Webhook) -> TcpStream {
 }
 
 fn connector(webhook: &Webhook) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = CertificateDer::from_pem_slice(webhook.certificates.ca.pem.as_bytes()).unwrap();
-    roots.add(ca).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
+    raw::connector(&webhook.certificates.ca.pem)
 }
 
-/// A connection whose TLS handshake is done, and nothing more.
 async fn tls(webhook: &Webhook) -> TlsStream<TcpStream> {
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    connector(webhook)
-        .connect(name, tcp(webhook).await)
-        .await
-        .unwrap()
+    raw::handshake(&connector(webhook), webhook.running.addr).await
 }
 
 /// Everything the server sends until it closes the connection; panics if it does not close it
@@ -80,9 +65,6 @@ async fn closed_by_server(stream: &mut (impl AsyncRead + Unpin), what: &str) -> 
         .unwrap_or_else(|_| panic!("{what}: still open after {CLOSED_WITHIN:?}"))
 }
 
-/// The first bytes of a TLS ClientHello: a handshake record header and the start of its body.
-const HALF_A_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03];
-
 #[tokio::test]
 async fn silent_and_half_sent_handshakes_are_closed() {
     let webhook = Webhook::start_with(quick()).await;
@@ -99,9 +81,7 @@ async fn silent_clients_and_half_sent_heads_are_closed() {
     let webhook = Webhook::start_with(quick()).await;
     let mut silent = tls(&webhook).await;
     let mut half = tls(&webhook).await;
-    half.write_all(b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Ty")
-        .await
-        .unwrap();
+    half.write_all(HALF_A_HEAD).await.unwrap();
     half.flush().await.unwrap();
     closed_by_server(&mut silent, "a TLS connection without a request").await;
     closed_by_server(&mut half, "half a request head").await;
@@ -126,12 +106,7 @@ async fn silent_clients_and_half_sent_heads_are_closed() {
 async fn half_sent_bodies_get_a_408_and_are_closed() {
     let webhook = Webhook::start_with(quick()).await;
     let mut half = tls(&webhook).await;
-    half.write_all(
-        b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n\
-          Content-Length: 1000\r\n\r\n{\"apiVersion\":",
-    )
-    .await
-    .unwrap();
+    half.write_all(HALF_A_BODY).await.unwrap();
     half.flush().await.unwrap();
     let answer = closed_by_server(&mut half, "half a body").await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
@@ -196,6 +171,31 @@ async fn bodies_above_the_limit_get_a_413() {
 }
 
 #[tokio::test]
+async fn limits_that_cannot_work_are_refused_at_start() {
+    let certificates = support::Certificates::new();
+    let defaults = ServerLimits::default;
+    for limits in [
+        ServerLimits {
+            idle_timeout: Duration::ZERO,
+            ..defaults()
+        },
+        ServerLimits {
+            max_connections: 0,
+            ..defaults()
+        },
+        ServerLimits {
+            max_body_bytes: 2 << 20,
+            body_budget_bytes: 1 << 20,
+            ..defaults()
+        },
+    ] {
+        let started = skiff_webhook::server::start(support::options(&certificates, limits)).await;
+        let err = started.err().expect("refused").to_string();
+        assert!(err.contains("need timeouts above zero"), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn beyond_the_connection_cap_a_connection_waits_until_one_closes() {
     let webhook = Webhook::start_with(ServerLimits {
         max_connections: 3,
@@ -235,11 +235,7 @@ async fn a_normal_client_is_served_while_many_slow_clients_are_held() {
     let mut streams = Vec::new();
     for i in 0..200 {
         let mut stream = tls(&webhook).await;
-        let request: &[u8] = if i % 2 == 0 {
-            b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Le"
-        } else {
-            b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Length: 100000\r\n\r\n{\"a\":"
-        };
+        let request = if i % 2 == 0 { HALF_A_HEAD } else { HALF_A_BODY };
         stream.write_all(request).await.unwrap();
         stream.flush().await.unwrap();
         streams.push(stream);

@@ -33,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 const CONNECTION_BUFFER: usize = 64 << 10;
 
 /// Accepts connections until `stop` turns true, each served by a task of its own while it holds
-/// one of `limits.max_connections` permits; then waits for the open ones to end, for at most
+/// one of `limits.max_connections` permits; then waits for the open ones to end, each within
 /// `grace`. Beyond the cap, new connections wait in the kernel's accept queue (bounded by
 /// `somaxconn`), where they cost the webhook nothing.
 pub(super) async fn serve(
@@ -74,6 +74,7 @@ pub(super) async fn serve(
             router.clone(),
             limits.clone(),
             stop.clone(),
+            grace,
             permit,
         ));
     }
@@ -104,6 +105,7 @@ async fn connection(
     router: Router,
     limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
+    grace: Duration,
     _permit: OwnedSemaphorePermit,
 ) {
     // TCP_NODELAY, as Go's net/http sets it on the API server's side: a review's response must
@@ -155,8 +157,11 @@ async fn connection(
         .initial_stream_window_size(CONNECTION_BUFFER as u32);
     let served = builder.serve_connection(io, service);
     tokio::pin!(served);
+    // Once the server stops: the end of the grace period.
+    let mut stopping: Option<tokio::time::Instant> = None;
     loop {
         let check = activity.next_check(&limits);
+        let check = stopping.map_or(check, |end| check.min(end));
         tokio::select! {
             biased;
             result = served.as_mut() => {
@@ -165,14 +170,17 @@ async fn connection(
                 }
                 return;
             }
-            _ = stopped(&mut stop) => {
+            _ = stopped(&mut stop), if stopping.is_none() => {
                 // Idle HTTP/1.1 connections close at once, HTTP/2 ones get a GOAWAY; requests
-                // in flight finish, as long as the server's grace period lasts.
+                // in flight finish, while the grace period lasts and the watchdog allows.
                 served.as_mut().graceful_shutdown();
-                let _ = served.await;
-                return;
+                stopping = Some(tokio::time::Instant::now() + grace);
             }
             _ = tokio::time::sleep_until(check) => {
+                if stopping.is_some_and(|end| tokio::time::Instant::now() >= end) {
+                    tracing::debug!(?grace, "closing a connection still busy after the grace period");
+                    return;
+                }
                 if let Some(reason) = activity.expired(&limits) {
                     tracing::debug!(reason, "closing a connection");
                     return;

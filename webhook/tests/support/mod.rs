@@ -8,6 +8,21 @@ pub use objects::{deployment, review};
 use skiff_webhook::policy::Policy;
 use skiff_webhook::server::{self, Running, ServerLimits};
 
+/// What the tests start: a webhook on a free loopback port, without cluster access, with the
+/// default policy and `limits`.
+pub fn options(certificates: &Certificates, limits: ServerLimits) -> server::Options {
+    server::Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls_cert: certificates.cert(),
+        tls_key: certificates.key(),
+        policy_path: None,
+        policy: Policy::default(),
+        client: None,
+        namespace: None,
+        limits,
+    }
+}
+
 /// A running webhook without cluster access, and its certificates.
 pub struct Webhook {
     pub running: Running,
@@ -22,18 +37,9 @@ impl Webhook {
     /// A webhook with these bounds on its clients.
     pub async fn start_with(limits: ServerLimits) -> Self {
         let certificates = Certificates::new();
-        let running = server::start(server::Options {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls_cert: certificates.cert(),
-            tls_key: certificates.key(),
-            policy_path: None,
-            policy: Policy::default(),
-            client: None,
-            namespace: None,
-            limits,
-        })
-        .await
-        .expect("starting the webhook");
+        let running = server::start(options(&certificates, limits))
+            .await
+            .expect("starting the webhook");
         Self {
             running,
             certificates,
