@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// `skiff.dev/inject: "false"` on a Deployment leaves it alone.
@@ -126,8 +127,7 @@ pub fn review(
             operations: 0,
         };
     }
-    let deployment: Deployment = match serde_json::to_value(object).and_then(serde_json::from_value)
-    {
+    let deployment = match typed(object) {
         Ok(deployment) => deployment,
         Err(err) => {
             return Reviewed {
@@ -140,10 +140,7 @@ pub fn review(
     if annotation(&deployment, INJECT) == Some("false") {
         return skipped(response);
     }
-    let old: Option<Deployment> = request
-        .old_object
-        .as_ref()
-        .and_then(|old| serde_json::from_value(serde_json::to_value(old).ok()?).ok());
+    let old = request.old_object.as_ref().and_then(|old| typed(old).ok());
     let name = deployment
         .metadata
         .name
@@ -210,7 +207,9 @@ pub fn review(
 /// The Deployment as the policy wants it. Values the user wrote are kept (unless the policy
 /// says `enforce`); a second run over the result changes nothing.
 pub fn mutate(mut deployment: Deployment, context: &Context) -> Mutation {
-    let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
+    // Taken out while the rest is changed and put back at the end, rather than copied: they
+    // can be most of a large object.
+    let mut annotations = deployment.metadata.annotations.take().unwrap_or_default();
     let (effective, mut warnings) = context.policy.resolve(context.namespace, &annotations);
     let autoscaled = effective.autoscaling.enabled && context.vpa.is_none();
 
@@ -298,11 +297,8 @@ pub fn mutate(mut deployment: Deployment, context: &Context) -> Mutation {
         );
     }
 
-    deployment
-        .metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(POLICY_HASH.into(), effective.hash());
+    annotations.insert(POLICY_HASH.into(), effective.hash());
+    deployment.metadata.annotations = Some(annotations);
     Mutation {
         deployment,
         effective,
@@ -344,6 +340,26 @@ fn preview_hpa(
         (false, Some(_)) if ours => Some(format!("dry run: would delete {hpa}")),
         (false, _) => None,
     }
+}
+
+/// The Deployment an object holds, decoded from its parts where they are (a round trip through
+/// one `Value` of the whole object would copy it first).
+fn typed(object: &DynamicObject) -> Result<Deployment, serde_json::Error> {
+    fn part<'a, T: Deserialize<'a>>(
+        object: &'a DynamicObject,
+        key: &str,
+    ) -> Result<Option<T>, serde_json::Error> {
+        match object.data.get(key) {
+            Some(value) => Option::deserialize(value),
+            None => Ok(None),
+        }
+    }
+    Ok(Deployment {
+        metadata: object.metadata.clone(),
+        // A missing spec decodes as its default, as k8s-openapi decodes it.
+        spec: part(object, "spec")?.unwrap_or_default(),
+        status: part(object, "status")?,
+    })
 }
 
 /// Containers and init containers of an object claiming to be a Deployment, as written (a

@@ -171,6 +171,34 @@ async fn bodies_above_the_limit_get_a_413() {
 }
 
 #[tokio::test]
+async fn http2_clients_are_served_within_the_smaller_windows() {
+    let webhook = Webhook::start_with(quick()).await;
+    let client = webhook
+        .certificates
+        .ca
+        .client_builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut big = deployment();
+    big["metadata"]["annotations"]["blob"] = "x".repeat(3 << 20).into();
+    for _ in 0..2 {
+        let response = client
+            .post(webhook.url("/mutate"))
+            .header("content-type", "application/json")
+            .body(review(big.clone()).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    }
+    webhook.running.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn limits_that_cannot_work_are_refused_at_start() {
     let certificates = support::Certificates::new();
     let defaults = ServerLimits::default;
