@@ -52,9 +52,12 @@ pub struct ServerLimits {
     /// Connections open at once; more wait in the kernel's accept queue until one closes. With
     /// ~25 KB per idle TLS connection, 1,024 of them cost about 25 MB. Default: 1,024.
     pub max_connections: usize,
-    /// The largest request body: the API server takes at most 3 MB of object from a client and
-    /// etcd stores at most 1.5 MiB, so an UPDATE's review (object, old object, and the review
-    /// around them, as JSON) stays under 5 MiB. Larger bodies get a 413. Default: 6 MiB.
+    /// The largest request body, answered 413 above (the API server then applies the
+    /// registration's `failurePolicy`: skiff's `Ignore` admits the object as written). The API
+    /// server takes at most 3 MB of object from a client and etcd stores at most 1.5 MiB, so
+    /// only an UPDATE of an object near etcd's limit comes close. Decoding costs up to ~40 bytes
+    /// of memory per byte of body (a review made of 6 MiB of tiny annotations peaked at 244 MB,
+    /// `cargo bench --bench memory`), and the pod's limit is 256 MiB. Default: 4 MiB.
     pub max_body_bytes: usize,
     /// Bytes of request bodies held at once, read or being read, across all connections: a
     /// body waits for room before more of it is read (and gets a 408 if it cannot get room in
@@ -70,7 +73,7 @@ impl Default for ServerLimits {
             body_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_connections: 1024,
-            max_body_bytes: 6 << 20,
+            max_body_bytes: 4 << 20,
             body_budget_bytes: 48 << 20,
         }
     }

@@ -42,7 +42,9 @@ fn connector(webhook: &Webhook) -> TlsConnector {
 }
 
 async fn tls(webhook: &Webhook) -> TlsStream<TcpStream> {
-    raw::handshake(&connector(webhook), webhook.running.addr).await
+    raw::handshake(&connector(webhook), webhook.running.addr)
+        .await
+        .expect("a TLS handshake")
 }
 
 /// Everything the server sends until it closes the connection; panics if it does not close it

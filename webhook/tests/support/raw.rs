@@ -37,8 +37,11 @@ pub fn connector(ca_pem: &str) -> TlsConnector {
 }
 
 /// A connection to `addr` whose TLS handshake is done, and nothing more.
-pub async fn handshake(connector: &TlsConnector, addr: SocketAddr) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.expect("connected");
+pub async fn handshake(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("127.0.0.1").expect("an IP address");
-    connector.connect(name, tcp).await.expect("a TLS handshake")
+    connector.connect(name, tcp).await
 }
