@@ -75,6 +75,7 @@ impl Harness {
             policy_path: Some(policy_path),
             client: Some(self.client.clone()),
             namespace: Some(self.namespace.clone()),
+            limits: server::ServerLimits::default(),
         })
         .await
         .expect("starting the webhook");

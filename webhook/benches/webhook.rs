@@ -17,8 +17,9 @@
 mod certificates;
 #[path = "../tests/support/objects.rs"]
 mod objects;
+#[path = "common/served.rs"]
+mod served;
 
-use certificates::Certificates;
 use criterion::{BatchSize, Criterion, Throughput};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -29,13 +30,14 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use objects::{deployment, review};
 use serde_json::json;
+use served::Served;
 use skiff_tests::bench::cpu_seconds;
 use skiff_webhook::cluster::Detached;
 use skiff_webhook::mutate::{self, Context};
 use skiff_webhook::policy::Policy;
 use skiff_webhook::resources::Bounds;
 use std::hint::black_box;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The allocator the webhook's binary has (`src/main.rs`), for the in-process figures.
@@ -107,56 +109,6 @@ fn in_process(c: &mut Criterion) {
     group.finish();
 }
 
-/// The release binary serving on loopback, admitting only, its logs in a file.
-struct Served {
-    child: Child,
-    url: String,
-    certificates: Certificates,
-}
-
-impl Served {
-    async fn start() -> Self {
-        let certificates = Certificates::new();
-        let port = skiff_tests::free_port();
-        let logs = std::fs::File::create(std::env::temp_dir().join("skiff-bench-webhook.log"))
-            .expect("a log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff-webhook"))
-            .args(["--no-cluster", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--tls-cert")
-            .arg(certificates.cert())
-            .arg("--tls-key")
-            .arg(certificates.key())
-            .stdout(Stdio::null())
-            .stderr(logs)
-            .spawn()
-            .expect("starting skiff-webhook");
-        let served = Self {
-            child,
-            url: format!("https://127.0.0.1:{port}"),
-            certificates,
-        };
-        let client = served.certificates.client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !client
-            .get(format!("{}/readyz", served.url))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "skiff-webhook never got ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        served
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Latencies of one HTTPS run with [`CLIENTS`] concurrent requesters sharing `clients`
 /// round-robin, each paced to `rate / CLIENTS` per second, or flat out without a rate.
 async fn load(url: &str, clients: &[reqwest::Client], rate: Option<f64>) -> (Vec<Duration>, f64) {
@@ -214,7 +166,7 @@ async fn load(url: &str, clients: &[reqwest::Client], rate: Option<f64>) -> (Vec
 }
 
 async fn https() -> Vec<(&'static str, f64)> {
-    let served = Served::start().await;
+    let served = Served::start(Path::new(env!("CARGO_BIN_EXE_skiff-webhook"))).await;
     let pid = served.child.id();
     // One client each: a connection each, as many API server goroutines would open.
     let http1: Vec<_> = (0..CLIENTS).map(|_| served.certificates.client()).collect();
@@ -278,7 +230,7 @@ async fn through_the_api_server() -> Vec<(&'static str, f64)> {
             .await
             .expect("a namespace");
     }
-    let served = Served::start().await;
+    let served = Served::start(Path::new(env!("CARGO_BIN_EXE_skiff-webhook"))).await;
     skiff_tests::webhook::register(
         &client,
         &hooked,

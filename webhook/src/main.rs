@@ -2,9 +2,11 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use skiff_webhook::{policy::Policy, server};
+use skiff_webhook::policy::Policy;
+use skiff_webhook::server::{self, ServerLimits};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// A review decodes, copies and encodes trees of small maps and strings: with glibc's malloc,
@@ -41,6 +43,29 @@ struct Args {
     /// Log as JSON lines (for log shippers) instead of text.
     #[arg(long, env = "SKIFF_LOG_JSON")]
     log_json: bool,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, env = "SKIFF_TLS_HANDSHAKE_TIMEOUT", default_value_t = ServerLimits::default().tls_handshake_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    tls_handshake_timeout: u64,
+    /// Seconds a request's head may take to arrive, from its first byte (the first request's:
+    /// from the handshake).
+    #[arg(long, env = "SKIFF_HEADER_READ_TIMEOUT", default_value_t = ServerLimits::default().header_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout: u64,
+    /// Seconds a request's body may take to arrive, from its head.
+    #[arg(long, env = "SKIFF_BODY_READ_TIMEOUT", default_value_t = ServerLimits::default().body_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout: u64,
+    /// Seconds a connection may stay open without a request; longer than the API server's own
+    /// 90 s.
+    #[arg(long, env = "SKIFF_IDLE_TIMEOUT", default_value_t = ServerLimits::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Connections open at once; more wait to be accepted.
+    #[arg(long, env = "SKIFF_MAX_CONNECTIONS", default_value_t = ServerLimits::default().max_connections)]
+    max_connections: usize,
+    /// The largest request body, in bytes.
+    #[arg(long, env = "SKIFF_MAX_BODY_BYTES", default_value_t = ServerLimits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Bytes of request bodies held at once across all connections.
+    #[arg(long, env = "SKIFF_BODY_BUDGET_BYTES", default_value_t = ServerLimits::default().body_budget_bytes)]
+    body_budget_bytes: usize,
 }
 
 fn main() -> Result<()> {
@@ -81,6 +106,15 @@ fn main() -> Result<()> {
             policy,
             client,
             namespace: args.namespace,
+            limits: ServerLimits {
+                tls_handshake_timeout: Duration::from_secs(args.tls_handshake_timeout),
+                header_read_timeout: Duration::from_secs(args.header_read_timeout),
+                body_read_timeout: Duration::from_secs(args.body_read_timeout),
+                idle_timeout: Duration::from_secs(args.idle_timeout),
+                max_connections: args.max_connections,
+                max_body_bytes: args.max_body_bytes,
+                body_budget_bytes: args.body_budget_bytes,
+            },
         })
         .await
     })

@@ -12,7 +12,8 @@ use prometheus_client::registry::Registry;
 pub struct ReviewLabels {
     /// CREATE, UPDATE, … or `none` for a body that was no review.
     pub operation: &'static str,
-    /// `patched`, `unchanged`, `skipped`, `invalid`, or `bad_request`.
+    /// `patched`, `unchanged`, `skipped`, `invalid` or `too_large` (more containers than the
+    /// policy allows); for `none`: `bad_request`, or a body `too_large` or `too_slow`.
     pub result: &'static str,
 }
 

@@ -4,11 +4,12 @@
 use crate::cluster::Cluster;
 use crate::hpa;
 use crate::policy::{Effective, LOG_FIELDS, LOG_FORMAT, LOG_TOPIC, LOGS, Policy};
-use crate::resources::{self, Bounds};
+use crate::resources::{self, Bounds, ContainerWarnings};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// `skiff.dev/inject: "false"` on a Deployment leaves it alone.
@@ -55,6 +56,8 @@ pub enum Outcome {
     Skipped,
     /// Claims to be a Deployment but does not decode as one: denied.
     Invalid,
+    /// More containers than the policy's `limits.maxContainers`: admitted as written.
+    TooLarge,
 }
 
 impl Outcome {
@@ -65,6 +68,7 @@ impl Outcome {
             Self::Unchanged => "unchanged",
             Self::Skipped => "skipped",
             Self::Invalid => "invalid",
+            Self::TooLarge => "too_large",
         }
     }
 }
@@ -108,8 +112,22 @@ pub fn review(
     if policy.excludes(namespace) {
         return skipped(response);
     }
-    let deployment: Deployment = match serde_json::to_value(object).and_then(serde_json::from_value)
-    {
+    // Counted before any copy of the object is made: the copies and the patch grow with it.
+    // Admitted as written, as with `failurePolicy: Ignore` when the webhook cannot answer:
+    // skiff makes workloads better, it does not guard the cluster (a validating policy does).
+    let containers = container_count(object);
+    let most = policy.limits.max_containers;
+    if containers > most {
+        let warning = format!(
+            "skiff: {containers} containers, more than the {most} the policy's limits.maxContainers allows: admitted unchanged"
+        );
+        return Reviewed {
+            response: with_warnings(response, vec![warning]),
+            outcome: Outcome::TooLarge,
+            operations: 0,
+        };
+    }
+    let deployment = match typed(object) {
         Ok(deployment) => deployment,
         Err(err) => {
             return Reviewed {
@@ -122,10 +140,7 @@ pub fn review(
     if annotation(&deployment, INJECT) == Some("false") {
         return skipped(response);
     }
-    let old: Option<Deployment> = request
-        .old_object
-        .as_ref()
-        .and_then(|old| serde_json::from_value(serde_json::to_value(old).ok()?).ok());
+    let old = request.old_object.as_ref().and_then(|old| typed(old).ok());
     let name = deployment
         .metadata
         .name
@@ -192,7 +207,9 @@ pub fn review(
 /// The Deployment as the policy wants it. Values the user wrote are kept (unless the policy
 /// says `enforce`); a second run over the result changes nothing.
 pub fn mutate(mut deployment: Deployment, context: &Context) -> Mutation {
-    let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
+    // Taken out while the rest is changed and put back at the end, rather than copied: they
+    // can be most of a large object.
+    let mut annotations = deployment.metadata.annotations.take().unwrap_or_default();
     let (effective, mut warnings) = context.policy.resolve(context.namespace, &annotations);
     let autoscaled = effective.autoscaling.enabled && context.vpa.is_none();
 
@@ -215,14 +232,16 @@ pub fn mutate(mut deployment: Deployment, context: &Context) -> Mutation {
     let template = &mut deployment.spec.template;
     if let Some(pod) = template.spec.as_mut() {
         let init = pod.init_containers.iter_mut().flatten();
+        let mut container_warnings = ContainerWarnings::default();
         for container in pod.containers.iter_mut().chain(init) {
             resources::fill(
                 container,
                 &effective.resources,
                 context.bounds,
-                &mut warnings,
+                &mut container_warnings,
             );
         }
+        warnings.extend(container_warnings.into_messages());
         let spread = pod.topology_spread_constraints.get_or_insert_with(Vec::new);
         if effective.spread && may_run_two && !spread.iter().any(|c| c.topology_key == HOSTNAME) {
             spread.push(TopologySpreadConstraint {
@@ -278,11 +297,8 @@ pub fn mutate(mut deployment: Deployment, context: &Context) -> Mutation {
         );
     }
 
-    deployment
-        .metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(POLICY_HASH.into(), effective.hash());
+    annotations.insert(POLICY_HASH.into(), effective.hash());
+    deployment.metadata.annotations = Some(annotations);
     Mutation {
         deployment,
         effective,
@@ -326,7 +342,49 @@ fn preview_hpa(
     }
 }
 
-fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
+/// The Deployment an object holds, decoded from its parts where they are (a round trip through
+/// one `Value` of the whole object would copy it first).
+fn typed(object: &DynamicObject) -> Result<Deployment, serde_json::Error> {
+    fn part<'a, T: Deserialize<'a>>(
+        object: &'a DynamicObject,
+        key: &str,
+    ) -> Result<Option<T>, serde_json::Error> {
+        match object.data.get(key) {
+            Some(value) => Option::deserialize(value),
+            None => Ok(None),
+        }
+    }
+    Ok(Deployment {
+        metadata: object.metadata.clone(),
+        // A missing spec decodes as its default, as k8s-openapi decodes it.
+        spec: part(object, "spec")?.unwrap_or_default(),
+        status: part(object, "status")?,
+    })
+}
+
+/// Containers and init containers of an object claiming to be a Deployment, as written (a
+/// field of the wrong type counts none, and fails to decode later).
+fn container_count(object: &DynamicObject) -> usize {
+    let Some(pod) = object.data.pointer("/spec/template/spec") else {
+        return 0;
+    };
+    ["containers", "initContainers"]
+        .iter()
+        .filter_map(|key| pod.get(key)?.as_array().map(Vec::len))
+        .sum()
+}
+
+/// The API server keeps the first 256 characters of a warning (and 4 KiB of them all): a
+/// longer one, say with a megabyte-long quantity in it, would only grow the response.
+const WARNING_CHARS: usize = 256;
+
+fn with_warnings(mut response: AdmissionResponse, mut warnings: Vec<String>) -> AdmissionResponse {
+    for warning in &mut warnings {
+        if let Some((cut, _)) = warning.char_indices().nth(WARNING_CHARS - 1) {
+            warning.truncate(cut);
+            warning.push('…');
+        }
+    }
     if !warnings.is_empty() {
         response.warnings = Some(warnings);
     }

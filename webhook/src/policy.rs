@@ -81,6 +81,44 @@ pub struct Policy {
     /// Namespaces the webhook leaves alone.
     #[serde(default)]
     pub exclude: Exclude,
+    /// Bounds on what one Deployment may ask of the webhook.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Bounds on what one Deployment may ask of the webhook: its size, and what its annotations
+/// may set.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    /// The most containers (init containers included) of a Deployment the webhook mutates; one
+    /// with more is admitted as written, with a warning. Kubernetes sets no such bound, but a
+    /// Deployment of 40,000 containers cost the webhook 443 MB and a 21 MB response, for a Pod
+    /// that no node would run. Default: 100.
+    #[serde(default = "default_max_containers")]
+    pub max_containers: usize,
+    /// The most replicas that `skiff.dev/min-replicas` and `skiff.dev/max-replicas` may ask
+    /// for: a larger value is lowered to this one, with a warning. The policy's own
+    /// `maxReplicas` must not exceed it either. Default: 100.
+    #[serde(default = "default_replicas_ceiling")]
+    pub replicas_ceiling: i32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_containers: default_max_containers(),
+            replicas_ceiling: default_replicas_ceiling(),
+        }
+    }
+}
+
+fn default_max_containers() -> usize {
+    100
+}
+
+fn default_replicas_ceiling() -> i32 {
+    100
 }
 
 /// Cluster-wide defaults: a complete layer plus the named resource profiles.
@@ -336,7 +374,23 @@ impl Policy {
 
     /// What serde cannot check: bounds, known formats.
     fn check(&self) -> Result<(), (String, String)> {
+        let ceiling = self.limits.replicas_ceiling;
+        if ceiling < 1 {
+            return Err((
+                "limits.replicasCeiling".into(),
+                format!("{ceiling} is below 1"),
+            ));
+        }
         let autoscaling = |at: &str, a: &Autoscaling| {
+            if a.max_replicas > ceiling {
+                return Err((
+                    format!("{at}.autoscaling.maxReplicas"),
+                    format!(
+                        "{} is above limits.replicasCeiling {ceiling}: raise the ceiling too",
+                        a.max_replicas
+                    ),
+                ));
+            }
             if a.min_replicas < 1 || a.max_replicas < a.min_replicas {
                 return Err((
                     format!("{at}.autoscaling"),
@@ -408,7 +462,12 @@ impl Policy {
             found
         });
         let mut effective = self.resolve_layers(namespace, profile);
-        apply_annotations(&mut effective, annotations, &mut warnings);
+        apply_annotations(
+            &mut effective,
+            annotations,
+            self.limits.replicas_ceiling,
+            &mut warnings,
+        );
         (effective, warnings)
     }
 
@@ -488,10 +547,12 @@ impl Effective {
     }
 }
 
-/// The Deployment's own annotations, the last layer.
+/// The Deployment's own annotations, the last layer; replica counts above `ceiling` are
+/// lowered to it.
 fn apply_annotations(
     effective: &mut Effective,
     annotations: &BTreeMap<String, String>,
+    ceiling: i32,
     warnings: &mut Vec<String>,
 ) {
     for (key, value) in annotations {
@@ -528,6 +589,20 @@ fn apply_annotations(
     int(MIN_REPLICAS, 1..=i32::MAX, &mut a.min_replicas);
     int(MAX_REPLICAS, 1..=i32::MAX, &mut a.max_replicas);
     int(TARGET_CPU, 1..=1000, &mut a.target_cpu);
+    // The policy's own values are checked against the ceiling when it loads: only an
+    // annotation can bring a value above it.
+    for (key, slot) in [
+        (MIN_REPLICAS, &mut a.min_replicas),
+        (MAX_REPLICAS, &mut a.max_replicas),
+    ] {
+        if *slot > ceiling {
+            warnings.push(format!(
+                "{key}: {} is above the policy's ceiling of {ceiling} replicas; using {ceiling}",
+                *slot
+            ));
+            *slot = ceiling;
+        }
+    }
     if a.max_replicas < a.min_replicas {
         warnings.push(format!(
             "maxReplicas {} is below minReplicas {}; using {} for both",
@@ -719,6 +794,64 @@ exclude: { namespaces: [kube-system, kube-public, skiff-system] }
         );
         assert_eq!(e.logs.format, "cri");
         assert_eq!(e.resources.limits["memory"].text, "256Mi");
+    }
+
+    /// Regression: `skiff.dev/max-replicas: "2147483647"` was taken as is, over any bound the
+    /// policy meant to set.
+    #[test]
+    fn replica_annotations_are_lowered_to_the_ceiling() {
+        let (e, warnings) = layered().resolve(
+            "shop",
+            &annotations(&[(MIN_REPLICAS, "500"), (MAX_REPLICAS, "2147483647")]),
+        );
+        assert_eq!(
+            (e.autoscaling.min_replicas, e.autoscaling.max_replicas),
+            (100, 100)
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(
+            warnings[1].contains(MAX_REPLICAS) && warnings[1].contains("ceiling of 100"),
+            "{warnings:#?}"
+        );
+
+        let policy = Policy::parse(
+            Path::new("p.yml"),
+            &format!("{LAYERED}limits: {{ replicasCeiling: 40 }}\n"),
+        )
+        .unwrap();
+        let (e, warnings) = policy.resolve("shop", &annotations(&[(MAX_REPLICAS, "41")]));
+        assert_eq!(e.autoscaling.max_replicas, 40, "{warnings:?}");
+        let (e, warnings) = policy.resolve("shop", &annotations(&[(MAX_REPLICAS, "40")]));
+        assert_eq!((e.autoscaling.max_replicas, warnings.len()), (40, 0));
+    }
+
+    #[test]
+    fn the_policys_own_max_replicas_must_fit_the_ceiling() {
+        let err = Policy::parse(
+            Path::new("p.yml"),
+            &format!("{LAYERED}limits: {{ replicasCeiling: 20 }}\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), "invalid");
+        let err = err.to_string();
+        assert!(
+            err.contains("namespaces.payments.autoscaling.maxReplicas")
+                && err.contains("replicasCeiling 20"),
+            "{err}"
+        );
+        let limits = Policy::parse(
+            Path::new("p.yml"),
+            &format!("{LAYERED}limits: {{ maxContainers: 8 }}\n"),
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(
+            limits,
+            Limits {
+                max_containers: 8,
+                replicas_ceiling: 100
+            }
+        );
     }
 
     #[test]

@@ -63,6 +63,71 @@ impl Bounds {
     }
 }
 
+/// Warnings about containers, one per problem however many containers have it: a Deployment
+/// of 40,000 containers with an invalid quantity in each got 40,000 warnings (747 MB, and a
+/// response the API server would have cut at 4 KiB anyway).
+#[derive(Debug, Default)]
+pub struct ContainerWarnings {
+    problems: Vec<Problem>,
+}
+
+/// One problem: what the first container with it was told, and who else has it.
+#[derive(Debug)]
+struct Problem {
+    /// What kind of problem, and with which value (`limits.memory`), without the values.
+    key: String,
+    /// The message about the first container, values included.
+    first: String,
+    /// The first containers with it, [`NAMED`] at most.
+    names: Vec<String>,
+    /// How many containers have it.
+    count: usize,
+}
+
+/// Containers named in one warning.
+const NAMED: usize = 3;
+
+impl ContainerWarnings {
+    /// Notes that `container` has problem `key`; `message` (with the values) is written only
+    /// for the first container that has it.
+    fn add(&mut self, container: &str, key: String, message: impl FnOnce() -> String) {
+        match self.problems.iter_mut().find(|p| p.key == key) {
+            Some(problem) => {
+                problem.count += 1;
+                if problem.names.len() < NAMED {
+                    problem.names.push(container.to_string());
+                }
+            }
+            None => self.problems.push(Problem {
+                key,
+                first: message(),
+                names: vec![container.to_string()],
+                count: 1,
+            }),
+        }
+    }
+
+    /// The warnings, one per problem in the order first seen: `container "a": limits.memory
+    /// 1Gi is above the LimitRange max 512Mi (the same for 4 more containers: "b", "c", …)`.
+    pub fn into_messages(self) -> impl Iterator<Item = String> {
+        self.problems.into_iter().map(|p| {
+            let mut names = p.names.iter();
+            let first = names.next().map_or("", String::as_str);
+            let mut text = format!("container {first:?}: {}", p.first);
+            if p.count > 1 {
+                let others: Vec<String> = names.map(|n| format!("{n:?}")).collect();
+                let more = if p.count > p.names.len() { ", …" } else { "" };
+                text += &format!(
+                    " (the same for {} more containers: {}{more})",
+                    p.count - 1,
+                    others.join(", ")
+                );
+            }
+            text
+        })
+    }
+}
+
 /// A value for one resource: what the container ends up with, and whether it was injected.
 #[derive(Clone, Copy)]
 struct Value {
@@ -77,7 +142,7 @@ pub fn fill(
     container: &mut Container,
     policy: &EffectiveResources,
     bounds: &Bounds,
-    warnings: &mut Vec<String>,
+    warnings: &mut ContainerWarnings,
 ) {
     let names: BTreeSet<&String> = policy
         .requests
@@ -91,18 +156,26 @@ pub fn fill(
         .resources
         .get_or_insert_with(ResourceRequirements::default);
     for name in names {
-        let warn = |warnings: &mut Vec<String>, what: String| {
-            warnings.push(format!("container {container_name:?}: {what}"));
+        // `problem` names the kind of warning without the values, so that containers with
+        // the same problem share one warning.
+        let warn = |warnings: &mut ContainerWarnings,
+                    problem: &str,
+                    kind: &str,
+                    what: &dyn Fn() -> String| {
+            warnings.add(&container_name, format!("{problem} {kind}.{name}"), what);
         };
-        let user =
-            |map: &Option<BTreeMap<String, Quantity>>, kind: &str, warnings: &mut Vec<String>| {
-                let Some(text) = map.as_ref().and_then(|m| m.get(name)) else {
-                    return Ok(None);
-                };
-                Amount::parse(&text.0).map(Some).map_err(|err| {
-                    warn(warnings, format!("{kind}.{name}: {err}; left alone"));
-                })
+        let user = |map: &Option<BTreeMap<String, Quantity>>,
+                    kind: &str,
+                    warnings: &mut ContainerWarnings| {
+            let Some(text) = map.as_ref().and_then(|m| m.get(name)) else {
+                return Ok(None);
             };
+            Amount::parse(&text.0).map(Some).map_err(|err| {
+                warn(warnings, "unparsable", kind, &|| {
+                    format!("{kind}.{name}: {err}; left alone")
+                });
+            })
+        };
         // Under `enforce` the policy's values replace the user's.
         let Ok(user_request) = user(&resources.requests, "requests", warnings) else {
             continue;
@@ -136,12 +209,11 @@ pub fn fill(
                 }
                 r = clamp(r, low, high);
                 if user_limit.is_some_and(|limit| r > limit) {
-                    warn(
-                        warnings,
+                    warn(warnings, "no fit", "requests", &|| {
                         format!(
                             "no requests.{name} fits both the limit and the LimitRange; left unset"
-                        ),
-                    );
+                        )
+                    });
                     None
                 } else {
                     set(&mut resources.requests, name, r, wanted);
@@ -171,12 +243,11 @@ pub fn fill(
                     high,
                 );
                 if floor.is_some_and(|r| l < r) || low.is_some_and(|lo| l < lo) {
-                    warn(
-                        warnings,
+                    warn(warnings, "no fit", "limits", &|| {
                         format!(
                             "no limits.{name} fits both the request and the LimitRange; left unset"
-                        ),
-                    );
+                        )
+                    });
                     None
                 } else {
                     set(&mut resources.limits, name, l, wanted);
@@ -228,24 +299,22 @@ pub fn fill(
             && !(r.injected && l.injected)
         {
             if l.amount < r.amount {
-                warn(
-                    warnings,
+                warn(warnings, "below request", "limits", &|| {
                     format!(
                         "limits.{name} {} is below requests.{name} {}: the Pod will be rejected",
                         l.amount, r.amount
-                    ),
-                );
+                    )
+                });
             } else if let Some(ratio) = ratio
                 && r.amount > Amount::ZERO
                 && r.amount.times(ratio).is_some_and(|cap| l.amount > cap)
             {
-                warn(
-                    warnings,
+                warn(warnings, "ratio", "limits", &|| {
                     format!(
                         "limits.{name} / requests.{name} = {} / {} exceeds the maximum ratio {ratio}",
                         l.amount, r.amount
-                    ),
-                );
+                    )
+                });
             }
         }
         for (kind, value) in [("requests", request), ("limits", limit)] {
@@ -253,22 +322,20 @@ pub fn fill(
                 continue;
             };
             if let Some(h) = high.filter(|h| value.amount > *h) {
-                warn(
-                    warnings,
+                warn(warnings, "above max", kind, &|| {
                     format!(
                         "{kind}.{name} {} is above the LimitRange max {h}",
                         value.amount
-                    ),
-                );
+                    )
+                });
             }
             if let Some(l) = low.filter(|l| value.amount < *l) {
-                warn(
-                    warnings,
+                warn(warnings, "below min", kind, &|| {
                     format!(
                         "{kind}.{name} {} is below the LimitRange min {l}",
                         value.amount
-                    ),
-                );
+                    )
+                });
             }
         }
     }

@@ -7,14 +7,13 @@ use crate::policy::Policy;
 use crate::{mutate, reconcile};
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum_server::Handle;
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use axum_server::tls_rustls::RustlsConfig;
+use futures::StreamExt;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use std::net::SocketAddr;
@@ -22,16 +21,63 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
+
+mod connections;
 
 /// How often the certificate and policy files are checked for replacement.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// How long in-flight reviews may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// The API server sends at most 3 MiB of object; leave room for the review around it (and the
-/// old object of an UPDATE), so a large object gets an answer rather than a 413.
-const BODY_LIMIT: usize = 16 << 20;
+
+/// What one client may hold of the server: time and memory. The defaults suit the API server,
+/// which keeps connections alive between reviews and gives up on a review after the
+/// registration's `timeoutSeconds` (10 s unless set, 30 s at most; skiff's registration says 5).
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// The TLS handshake must end within this long of the connection's start. Default: 10 s
+    /// (what Go's HTTP client, the API server's, allows itself).
+    pub tls_handshake_timeout: Duration,
+    /// A request's head (request line and headers) must arrive within this long of its first
+    /// byte, and the first request within this long of the handshake. Default: 10 s.
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this long of its head; the API server has given up on
+    /// the review by then. Default: 10 s.
+    pub body_read_timeout: Duration,
+    /// A connection without a request in flight is closed after this long. Longer than the 90 s
+    /// after which the API server's HTTP client closes an idle connection itself, so the webhook
+    /// never closes one under a request the client is about to send. Default: 120 s.
+    pub idle_timeout: Duration,
+    /// Connections open at once; more wait in the kernel's accept queue until one closes. With
+    /// ~25 KB per idle TLS connection, 1,024 of them cost about 25 MB. Default: 1,024.
+    pub max_connections: usize,
+    /// The largest request body, answered 413 above (the API server then applies the
+    /// registration's `failurePolicy`: skiff's `Ignore` admits the object as written). The API
+    /// server takes at most 3 MB of object from a client and etcd stores at most 1.5 MiB, so
+    /// only an UPDATE of an object near etcd's limit comes close. Decoding costs up to ~40 bytes
+    /// of memory per byte of body (a review made of 6 MiB of tiny annotations peaked at 244 MB,
+    /// `cargo bench --bench memory`), and the pod's limit is 256 MiB. Default: 4 MiB.
+    pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once, read or being read, across all connections: a
+    /// body waits for room before more of it is read (and gets a 408 if it cannot get room in
+    /// time). Bounds the memory that many large bodies at once would take. Default: 48 MiB.
+    pub body_budget_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 1024,
+            max_body_bytes: 4 << 20,
+            body_budget_bytes: 48 << 20,
+        }
+    }
+}
 
 /// What the server needs.
 pub struct Options {
@@ -50,6 +96,8 @@ pub struct Options {
     /// Watch Deployments, HPAs and LimitRanges of this namespace only (a namespaced install,
     /// or tests sharing one API server); all namespaces when `None`.
     pub namespace: Option<String>,
+    /// Bounds on what clients may hold.
+    pub limits: ServerLimits,
 }
 
 /// A started server.
@@ -61,7 +109,7 @@ pub struct Running {
     /// Its metrics.
     pub metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<Result<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Running {
@@ -69,12 +117,12 @@ impl Running {
     /// at most 10 s) and stops the reconciler.
     pub async fn stop(self) -> Result<()> {
         let _ = self.stop.send(true);
-        self.task.await.context("the server task panicked")?
+        self.task.await.context("the server task panicked")
     }
 
-    /// Waits until the server ends by itself (it only does on failure).
+    /// Waits until the server ends by itself (it only does if it panicked).
     pub async fn wait(self) -> Result<()> {
-        self.task.await.context("the server task panicked")?
+        self.task.await.context("the server task panicked")
     }
 }
 
@@ -85,11 +133,32 @@ struct AppState {
     cluster: Arc<dyn Cluster>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    /// Room for request bodies, a permit per byte.
+    body_budget: Arc<Semaphore>,
+    limits: ServerLimits,
 }
 
 /// Binds, starts serving, and starts the reloads and (with a client) the caches and the
 /// reconciler.
 pub async fn start(options: Options) -> Result<Running> {
+    let limits = &options.limits;
+    let timeouts = [
+        limits.tls_handshake_timeout,
+        limits.header_read_timeout,
+        limits.body_read_timeout,
+        limits.idle_timeout,
+    ];
+    if timeouts.contains(&Duration::ZERO)
+        || !(1..=u32::MAX as usize).contains(&limits.max_connections)
+        || limits.max_body_bytes > limits.body_budget_bytes
+        || limits.body_budget_bytes > Semaphore::MAX_PERMITS
+    {
+        anyhow::bail!(
+            "need timeouts above zero, 1 to 2^32-1 connections, and a body budget of at least \
+             the largest body (and at most {} bytes), got {limits:?}",
+            Semaphore::MAX_PERMITS
+        );
+    }
     // One process-wide crypto provider: ring, as kube's client uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // rustls speaks TLS 1.2 and 1.3 only; the default config offers h2 and http/1.1.
@@ -149,53 +218,42 @@ pub async fn start(options: Options) -> Result<Running> {
             Arc::new(Detached)
         }
     };
+    let limits = options.limits;
     let state = AppState {
         policy,
         cluster,
         metrics: metrics.clone(),
         ready,
+        body_budget: Arc::new(Semaphore::new(limits.body_budget_bytes)),
+        limits: limits.clone(),
     };
-
-    let handle = Handle::new();
-    // TCP_NODELAY, as Go's net/http sets it on the API server's side: a review's response must
-    // not wait for the ACK of the previous segment (Nagle) on a keep-alive connection.
-    let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
-    let server = axum_server::bind(options.listen)
-        .acceptor(acceptor)
-        .handle(handle.clone())
-        .serve(router(state.clone()).into_make_service());
-    let metrics_handle = Handle::new();
-    let metrics_server = axum_server::bind(options.metrics_listen)
-        .handle(metrics_handle.clone())
-        .serve(metrics_router(state).into_make_service());
-    let graceful = {
-        let handles = [handle.clone(), metrics_handle.clone()];
-        let stopped = shutdown();
-        async move {
-            stopped.await;
-            tracing::info!("stopping: no new connections, finishing in-flight reviews");
-            for handle in handles {
-                handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
-            }
-        }
-    };
-    tokio::spawn(graceful);
-    // Either server failing ends both: a webhook whose metrics are gone is not healthy.
-    let task = tokio::spawn(async move {
-        tokio::try_join!(
-            async { server.await.context("the HTTPS server failed") },
-            async { metrics_server.await.context("the metrics server failed") },
-        )
-        .map(drop)
-    });
-    let addr = handle
-        .listening()
+    let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
-    let metrics_addr = metrics_handle
-        .listening()
+    let addr = listener.local_addr()?;
+    let metrics_listener = tokio::net::TcpListener::bind(options.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let reviews = tokio::spawn(connections::serve(
+        listener,
+        tls,
+        router(state.clone()),
+        limits,
+        stop.subscribe(),
+        SHUTDOWN_GRACE,
+    ));
+    // Plain HTTP for the scrapers, whom the NetworkPolicy alone lets in; it stops with the
+    // reviews.
+    let scrapes = axum::serve(metrics_listener, metrics_router(state))
+        .with_graceful_shutdown(shutdown())
+        .into_future();
+    let task = tokio::spawn(async move {
+        if let Err(err) = scrapes.await {
+            tracing::error!(%err, "the metrics server failed");
+        }
+        let _ = reviews.await;
+    });
     tracing::info!(%addr, %metrics_addr, "serving AdmissionReviews on /mutate, metrics on /metrics");
     Ok(Running {
         addr,
@@ -223,7 +281,6 @@ fn router(state: AppState) -> Router {
         .route("/mutate", post(admit))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -254,23 +311,109 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `POST /mutate`: a body that is no AdmissionReview gets HTTP 400 with the reason; any
-/// review gets an answer, never a failure at the HTTP level.
-async fn admit(State(state): State<AppState>, body: Bytes) -> Response {
-    let started = Instant::now();
-    let bad_request = |message: String| {
-        tracing::warn!(%message, "rejected a request");
+/// Why a body was not read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the body did not arrive within {0:?}")]
+    TooSlow(Duration),
+    #[error("reading the body: {0}")]
+    Read(axum::Error),
+}
+
+impl BodyError {
+    /// The metric label, and the answer.
+    fn result(&self) -> (&'static str, StatusCode) {
+        match self {
+            Self::TooLarge(_) => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            Self::TooSlow(_) => ("too_slow", StatusCode::REQUEST_TIMEOUT),
+            Self::Read(_) => ("bad_request", StatusCode::BAD_REQUEST),
+        }
+    }
+}
+
+/// A body read whole, and its room in the body budget, held until the review is answered.
+struct ReadBody {
+    bytes: Vec<u8>,
+    _room: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads a body of at most `max_body_bytes` within `body_read_timeout`, taking room in the
+/// budget for each piece as it arrives: a slow client holds only the bytes it sent.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ReadBody, BodyError> {
+    let limits = &state.limits;
+    let max = limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(BodyError::TooLarge(max));
+    }
+    let read = async {
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        let mut room: Option<OwnedSemaphorePermit> = None;
+        let mut stream = body.into_data_stream();
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(BodyError::Read)?;
+            if bytes.len() + piece.len() > max {
+                return Err(BodyError::TooLarge(max));
+            }
+            // `piece.len() <= max <= budget`, so the budget can always grant it eventually.
+            let wanted = u32::try_from(piece.len()).map_err(|_| BodyError::TooLarge(max))?;
+            let more = state
+                .body_budget
+                .clone()
+                .acquire_many_owned(wanted)
+                .await
+                .map_err(|_| BodyError::TooSlow(limits.body_read_timeout))?;
+            match &mut room {
+                Some(room) => room.merge(more),
+                None => room = Some(more),
+            }
+            bytes.extend_from_slice(&piece);
+        }
+        Ok(ReadBody { bytes, _room: room })
+    };
+    tokio::time::timeout(limits.body_read_timeout, read)
+        .await
+        .unwrap_or(Err(BodyError::TooSlow(limits.body_read_timeout)))
+}
+
+/// `POST /mutate`: a body that is no AdmissionReview gets HTTP 400 with the reason, one too
+/// large a 413, one too slow a 408; any review gets an answer, never a failure at the HTTP level.
+async fn admit(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let count = |result: &'static str| {
         state
             .metrics
             .reviews
             .get_or_create(&ReviewLabels {
                 operation: "none",
-                result: "bad_request",
+                result,
             })
             .inc();
+    };
+    let body = match read_body(&state, &headers, body).await {
+        Ok(body) => body,
+        Err(err) => {
+            tracing::warn!(%err, "rejected a request");
+            let (result, status) = err.result();
+            count(result);
+            // The rest of the body is not read: the connection cannot serve another request.
+            return (status, [(header::CONNECTION, "close")], err.to_string()).into_response();
+        }
+    };
+    let started = Instant::now();
+    let bad_request = |message: String| {
+        tracing::warn!(%message, "rejected a request");
+        count("bad_request");
         (StatusCode::BAD_REQUEST, message).into_response()
     };
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body.bytes) {
         Ok(review) => review,
         Err(err) => return bad_request(format!("body is not an AdmissionReview: {err}")),
     };

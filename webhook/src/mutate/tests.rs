@@ -461,6 +461,80 @@ fn a_3_mib_deployment_gets_an_answer() {
     assert_eq!(reviewed.outcome, Outcome::Patched);
 }
 
+/// A Deployment whose containers `c0`, `c1`, … each ask for `requests.cpu: bad0`, `bad1`, …
+fn with_containers(count: usize, init: usize) -> Value {
+    let container = |i: usize| {
+        json!({ "name": format!("c{i}"), "image": "nginx",
+        "resources": { "requests": { "cpu": format!("bad{i}") } } })
+    };
+    let mut object = plain();
+    let pod = &mut object["spec"]["template"]["spec"];
+    pod["containers"] = (0..count).map(container).collect();
+    pod["initContainers"] = (count..count + init).map(container).collect();
+    object
+}
+
+/// Regression: 40,000 containers with an invalid quantity each took 747 MB and answered with
+/// 40,000 warnings; past the policy's bound the object is now admitted as written at once.
+#[test]
+fn a_deployment_with_too_many_containers_is_admitted_unchanged_with_one_warning() {
+    let policy = Policy::default();
+    let most = policy.limits.max_containers;
+    let object = with_containers(most - 1, 2);
+    let reviewed = review(&request(object, "shop"), &policy, &Fake::default());
+    assert_eq!(reviewed.outcome, Outcome::TooLarge);
+    assert!(reviewed.response.allowed);
+    assert!(reviewed.response.patch.is_none());
+    let warnings = reviewed.response.warnings.unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(&format!("{} containers", most + 1))
+            && warnings[0].contains("limits.maxContainers"),
+        "{warnings:?}"
+    );
+
+    // At the bound, the Deployment is mutated as usual.
+    let reviewed = review(
+        &request(with_containers(most - 1, 1), "shop"),
+        &policy,
+        &Fake::default(),
+    );
+    assert_eq!(reviewed.outcome, Outcome::Patched);
+}
+
+/// Regression: one warning per container and problem, and none of them bounded in length.
+#[test]
+fn container_warnings_are_one_per_problem_with_a_count_and_the_first_names() {
+    let (_, warnings) = mutated_in(with_containers(40, 2), &Fake::default());
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(
+        warnings[0],
+        "container \"c0\": requests.cpu: \"bad0\" is not a quantity: expected a number with an \
+         optional suffix (m, k, Mi, Gi, e3, …); left alone \
+         (the same for 41 more containers: \"c1\", \"c2\", …)"
+    );
+
+    // Two containers with it: both named, no ellipsis.
+    let (_, warnings) = mutated_in(with_containers(2, 0), &Fake::default());
+    assert!(
+        warnings[0].ends_with("(the same for 1 more containers: \"c1\")"),
+        "{warnings:?}"
+    );
+
+    // A megabyte-long value is cut to what the API server would keep.
+    let mut object = with_containers(1, 0);
+    object["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] =
+        json!("9".repeat(1 << 20) + "x");
+    let reviewed = review(
+        &request(object, "shop"),
+        &Policy::default(),
+        &Fake::default(),
+    );
+    let warnings = reviewed.response.warnings.unwrap();
+    assert_eq!(warnings[0].chars().count(), 256, "{:.300}", warnings[0]);
+    assert!(warnings[0].ends_with('…'));
+}
+
 #[test]
 fn an_update_keeps_the_live_replicas_while_an_hpa_is_managed() {
     let cluster = Fake::default();
