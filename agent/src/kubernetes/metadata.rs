@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The annotations of the webhook's contract (see DESIGN.md).
+/// The annotations of the webhook's contract (see docs/ARCHITECTURE.md).
 pub mod annotation {
     /// What every key of the contract starts with.
     pub const PREFIX: &str = "skiff.dev/";
