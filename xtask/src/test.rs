@@ -1,6 +1,6 @@
 //! `cargo xtask test` and `cargo xtask e2e`: lint, then tests with the real peers up.
 
-use crate::{cmd, peers, toolchain};
+use crate::{cmd, fuzz, peers, toolchain};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::process::Command;
@@ -17,6 +17,11 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
     cmd::run(Command::new("cargo").args(ebpf).current_dir(root)).context(
         "formatting of the eBPF programs differs: run `cargo fmt --manifest-path agent-ebpf/Cargo.toml`",
     )?;
+    // So are the fuzz targets.
+    let fuzz_fmt = ["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"];
+    cmd::run(Command::new("cargo").args(fuzz_fmt).current_dir(root)).context(
+        "formatting of the fuzz targets differs: run `cargo fmt --manifest-path fuzz/Cargo.toml`",
+    )?;
     // Native libraries and the eBPF toolchain (the agent's build script compiles the eBPF
     // programs) must exist before anything builds.
     toolchain::ensure_build_toolchain()?;
@@ -28,6 +33,9 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Every fuzz target briefly, from its corpus: the seeds, the regression inputs, and on a
+    // developer's machine what earlier runs found.
+    fuzz::run(root, None, Some(fuzz::BRIEF_SECONDS))?;
     // Compile the tests before the peers start, so they do not idle through a long build.
     cmd::run(Command::new("cargo").args(["test", "--workspace", "--no-run"]))?;
     peers::with_peers(root, &peers::all(), |env| {
