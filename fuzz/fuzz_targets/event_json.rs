@@ -1,6 +1,6 @@
 //! The event type (`process::event`) against serde_json: the same bytes parse alike (both or
 //! neither), to the same tree (keys in the same order, found by `get`), printed as the same
-//! text, which parses back to the same event.
+//! text, which parses back to the same event (floats aside, see [`skiff_fuzz::same_json`]).
 
 #![no_main]
 
@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
     let text = serde_json::to_string(&ours).unwrap();
     assert_eq!(text, serde_json::to_string(&theirs).unwrap());
     let again: Value = serde_json::from_str(&text).unwrap();
-    assert!(again == ours, "the printed event parses to another one");
+    assert!(
+        skiff_fuzz::same_json(&again, &ours),
+        "the printed event parses to another one: {again:?}"
+    );
     assert!(
         Value::from(theirs) == ours,
         "From<serde_json::Value> differs"

@@ -1,7 +1,8 @@
 //! The parsers (`process::parse`): the bytes of a log file, split into lines as the harvester
 //! splits them, go through each chain a file can be configured with (CRI and Docker framing,
 //! ndjson, multiline, nginx and apache access logs). Nothing panics, nothing stays held after
-//! the final flush, and every event prints as JSON that reads back as the same event.
+//! the final flush, and every event prints as JSON that reads back as the same event (floats
+//! aside, see [`skiff_fuzz::same_json`]).
 
 #![no_main]
 
@@ -96,7 +97,7 @@ fn reads_back(event: &Event) {
     let json = serde_json::to_vec(event).unwrap();
     match serde_json::from_slice::<Value>(&json) {
         Ok(again) => assert!(
-            again == Value::Object(event.clone()),
+            skiff_fuzz::same_json(&again, &Value::Object(event.clone())),
             "{event:?} reads back as {again:?}"
         ),
         // KNOWN (being fixed in event.rs): `expand_keys` nests one object per dot of a key,

@@ -44,7 +44,7 @@ pub fn run(root: &Path, target: Option<&str>, seconds: Option<u64>) -> Result<()
         None => list(root)?,
     };
     let target_dir = target_dir(root);
-    cmd::run(fuzz_command(root, "build", target, &target_dir))?;
+    cmd::run(&mut fuzz_command(root, "build", target, &target_dir))?;
     let seconds = seconds.unwrap_or(DEFAULT_SECONDS);
     for target in &targets {
         let corpus = root.join("fuzz").join("corpus").join(target);
@@ -60,9 +60,9 @@ pub fn run(root: &Path, target: Option<&str>, seconds: Option<u64>) -> Result<()
         )
         .with_context(|| {
             format!(
-                "fuzz target {target} failed: its input is in fuzz/artifacts/{target}/ \
-                 (replay it with `cargo fuzz run {target} INPUT`); keep it as \
-                 fuzz/corpus/{target}/NAME.EXT and as a unit test of the crate that crashed"
+                "fuzz target {target} failed: its input is in fuzz/artifacts/{target}/; \
+                 keep it as fuzz/corpus/{target}/NAME.EXT (`cargo xtask fuzz {target} \
+                 --seconds 1` replays it) and as a unit test of the crate that crashed"
             )
         })?;
     }
@@ -105,12 +105,10 @@ fn fuzz_command(root: &Path, subcommand: &str, target: Option<&str>, dir: &Path)
     command
 }
 
-/// A target folder of its own, beside the workspace's: the instrumented build shares no
+/// A target folder of its own inside the workspace's: the instrumented build shares no
 /// artifact with the normal one, and in the same folder each would invalidate the other.
 fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("fuzz")
+    cmd::target_dir(root).join("fuzz")
 }
 
 /// cargo-fuzz [`CARGO_FUZZ_VERSION`] in `~/.cargo/bin`, installed from crates.io if another

@@ -33,6 +33,20 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The fuzz targets are a workspace of their own; checked in the workspace's target folder
+    // (their dev profile is the workspace's), they reuse its checked dependencies.
+    cmd::run(
+        Command::new("cargo")
+            .args([
+                "clippy",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--target-dir",
+            ])
+            .arg(cmd::target_dir(root))
+            .args(["--all-targets", "--", "-D", "warnings"])
+            .current_dir(root),
+    )?;
     // Every fuzz target briefly, from its corpus: the seeds, the regression inputs, and on a
     // developer's machine what earlier runs found.
     fuzz::run(root, None, Some(fuzz::BRIEF_SECONDS))?;
