@@ -34,8 +34,7 @@ fuzz_target!(|data: &[u8]| {
         skiff_fuzz::same_json(&again, &ours),
         "the printed event parses to another one: {again:?}"
     );
-    assert!(
-        Value::from(theirs) == ours,
-        "From<serde_json::Value> differs"
-    );
+    // The conversion configuration values and tests go through, not the parse above.
+    let converted = Value::from(theirs);
+    assert!(converted == ours, "From<serde_json::Value> differs");
 });
