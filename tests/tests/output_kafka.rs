@@ -360,11 +360,13 @@ async fn send_two_permanent_refusals(output: &mut Kafka, run: &str) {
 }
 
 /// A config for `run`: its own topic, no compression (so the broker sees the record's real
-/// size), and the output's own limit far above the topic's.
+/// size), the output's own limit far above the topic's, and the invalid topic allowed from the
+/// annotation, so that the broker is the one to refuse it.
 async fn refusing_config(brokers: &str, run: &str) -> KafkaConfig {
     create_topic_with_max_bytes(brokers, run, 20_000).await;
     let mut config = config(brokers);
     config.topic = run.to_string();
+    config.allowed_topics = vec![INVALID_TOPIC.to_string()];
     config.compression = Compression::None;
     config.max_message_bytes = 1_000_000;
     config

@@ -413,19 +413,9 @@ async fn admit(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
         count("bad_request");
         (StatusCode::BAD_REQUEST, message).into_response()
     };
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body.bytes) {
-        Ok(review) => review,
-        Err(err) => return bad_request(format!("body is not an AdmissionReview: {err}")),
-    };
-    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
-        return bad_request(format!(
-            "expected admission.k8s.io/v1 AdmissionReview, got {} {}",
-            review.types.api_version, review.types.kind
-        ));
-    }
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+    let request = match decode_review(&body.bytes) {
         Ok(request) => request,
-        Err(err) => return bad_request(format!("AdmissionReview without a request: {err}")),
+        Err(message) => return bad_request(message),
     };
     let policy = state.policy.borrow().clone();
     let reviewed = mutate::review(&request, &policy, state.cluster.as_ref());
@@ -456,6 +446,23 @@ async fn admit(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
         "reviewed"
     );
     axum::Json(reviewed.response.into_review()).into_response()
+}
+
+/// The request of an `admission.k8s.io/v1` AdmissionReview body; the error, the reason of the
+/// HTTP 400 that answers a body that is none. Public for the fuzz targets (`fuzz/`), which feed
+/// it arbitrary bodies.
+pub fn decode_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+        .map_err(|err| format!("body is not an AdmissionReview: {err}"))?;
+    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+        return Err(format!(
+            "expected admission.k8s.io/v1 AdmissionReview, got {} {}",
+            review.types.api_version, review.types.kind
+        ));
+    }
+    review
+        .try_into()
+        .map_err(|err| format!("AdmissionReview without a request: {err}"))
 }
 
 /// The modification time of a file, following symlinks (a mounted Secret or ConfigMap swaps

@@ -1,7 +1,7 @@
 //! Running commands with errors that say which command failed.
 
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The workspace root (the parent of this crate's folder).
@@ -10,6 +10,11 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives inside the workspace")
         .to_path_buf()
+}
+
+/// The workspace's target folder: `CARGO_TARGET_DIR` if set, else `target/` in the workspace.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 /// `~/.cache/skiff`: what is built or downloaded once per machine and shared by every clone.

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod certs;
 mod cmd;
+mod fuzz;
 mod peers;
 mod run;
 mod test;
@@ -47,6 +48,14 @@ enum Task {
         /// Only this benchmark (e.g. `agent`, `webhook`, `process`, `output`).
         name: Option<String>,
     },
+    /// Build the fuzz targets of fuzz/ (cargo-fuzz, installed on demand) and run each in turn.
+    Fuzz {
+        /// Only this target (e.g. `parsers`, `event_json`, `admission_review`; default: all).
+        target: Option<String>,
+        /// Run each target this long (default: 60).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Build, start, check or stop the real test peers.
     Peers {
         #[command(subcommand)]
@@ -76,6 +85,7 @@ fn main() -> Result<()> {
         Task::Test { cargo_args } => test::all(&root, &cargo_args),
         Task::E2e => test::e2e(&root),
         Task::Bench { name } => bench::run(&root, name.as_deref()),
+        Task::Fuzz { target, seconds } => fuzz::run(&root, target.as_deref(), seconds),
         Task::Peers { action, only } => peers::dispatch(&root, action, &only),
         Task::Certs { out } => {
             let certs = certs::webhook(&root.join(out))?;

@@ -17,6 +17,11 @@ pub fn all(root: &Path, cargo_args: &[String]) -> Result<()> {
     cmd::run(Command::new("cargo").args(ebpf).current_dir(root)).context(
         "formatting of the eBPF programs differs: run `cargo fmt --manifest-path agent-ebpf/Cargo.toml`",
     )?;
+    // So are the fuzz targets.
+    let fuzz_fmt = ["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"];
+    cmd::run(Command::new("cargo").args(fuzz_fmt).current_dir(root)).context(
+        "formatting of the fuzz targets differs: run `cargo fmt --manifest-path fuzz/Cargo.toml`",
+    )?;
     // Native libraries and the eBPF toolchain (the agent's build script compiles the eBPF
     // programs) must exist before anything builds.
     toolchain::ensure_build_toolchain()?;

@@ -76,43 +76,60 @@ fn ensure_rust_src(root: &Path) -> Result<()> {
 /// bpf-linker [`BPF_LINKER_VERSION`] on the PATH (`~/.cargo/bin`), built against LLVM
 /// [`LLVM_MAJOR`] from Debian.
 fn ensure_bpf_linker() -> Result<()> {
-    if installed_bpf_linker().as_deref() == Some(BPF_LINKER_VERSION) {
+    let probe = || tool_version(Command::new("bpf-linker").arg("--version"));
+    install_once("bpf-linker", BPF_LINKER_VERSION, probe, || {
+        cmd::apt_install(APT_PACKAGES)?;
+        let llvm_bin = PathBuf::from(format!("/usr/lib/llvm-{LLVM_MAJOR}/bin"));
+        if !llvm_bin.join("llvm-config").is_file() {
+            bail!(
+                "{} is missing although {} are installed",
+                llvm_bin.join("llvm-config").display(),
+                APT_PACKAGES.join(" ")
+            );
+        }
+        // llvm-sys finds LLVM through the first `llvm-config` on the PATH.
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path =
+            std::env::join_paths(std::iter::once(llvm_bin).chain(std::env::split_paths(&path)))
+                .context("cannot put the LLVM directory on the PATH")?;
+        cmd::run(
+            Command::new("cargo")
+                .args(["install", "--locked", "bpf-linker", "--version"])
+                .arg(BPF_LINKER_VERSION)
+                .args(["--no-default-features", "--features"])
+                .arg(format!("llvm-{LLVM_MAJOR}"))
+                .env("PATH", path),
+        )
+    })
+}
+
+/// Runs `install` (a `cargo install` of `name` at `version` into `~/.cargo/bin`) unless `probe`
+/// already reports `version`, and checks that the probe reports it afterwards: another copy
+/// earlier on the PATH would otherwise be used without a word.
+pub fn install_once(
+    name: &str,
+    version: &str,
+    probe: impl Fn() -> Option<String>,
+    install: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    if probe().as_deref() == Some(version) {
         return Ok(());
     }
-    cmd::apt_install(APT_PACKAGES)?;
-    let llvm_bin = PathBuf::from(format!("/usr/lib/llvm-{LLVM_MAJOR}/bin"));
-    if !llvm_bin.join("llvm-config").is_file() {
-        bail!(
-            "{} is missing although {} are installed",
-            llvm_bin.join("llvm-config").display(),
-            APT_PACKAGES.join(" ")
-        );
-    }
-    // llvm-sys finds LLVM through the first `llvm-config` on the PATH.
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let path = std::env::join_paths(std::iter::once(llvm_bin).chain(std::env::split_paths(&path)))
-        .context("cannot put the LLVM directory on the PATH")?;
-    cmd::run(
-        Command::new("cargo")
-            .args(["install", "--locked", "bpf-linker", "--version"])
-            .arg(BPF_LINKER_VERSION)
-            .args(["--no-default-features", "--features"])
-            .arg(format!("llvm-{LLVM_MAJOR}"))
-            .env("PATH", path),
-    )?;
-    match installed_bpf_linker() {
-        Some(version) if version == BPF_LINKER_VERSION => Ok(()),
+    install()?;
+    match probe() {
+        Some(found) if found == version => Ok(()),
         found => bail!(
-            "installed bpf-linker {BPF_LINKER_VERSION}, but the one on the PATH is {}: \
+            "installed {name} {version}, but the one on the PATH is {}: \
              put ~/.cargo/bin first on the PATH",
             found.as_deref().unwrap_or("missing")
         ),
     }
 }
 
-/// The version `bpf-linker --version` reports (`bpf-linker 0.13.0`), if it runs at all.
-fn installed_bpf_linker() -> Option<String> {
-    let out = Command::new("bpf-linker").arg("--version").output().ok()?;
+/// The version a tool's `--version` reports as its second word (`bpf-linker 0.13.0`,
+/// `cargo-fuzz 0.13.2`), if it runs at all.
+pub fn tool_version(command: &mut Command) -> Option<String> {
+    let out = command.output().ok()?;
     let stdout = String::from_utf8(out.stdout).ok()?;
     out.status
         .success()
