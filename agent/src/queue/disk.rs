@@ -300,9 +300,13 @@ fn encode_record(seq: u64, payload: &[u8], len: u32) -> Vec<u8> {
     record
 }
 
-/// An intact record at the start of `bytes`: its number and payload length.
-fn decode_record(bytes: &[u8]) -> Option<(u64, u32)> {
-    let header = bytes.get(..HEADER)?;
+/// An intact record at `at` in `bytes`: its number and payload length. A payload with a byte
+/// below 0x20 cannot be one (JSON has none): such a candidate is turned down before its
+/// checksum, so a scan over damage stays linear. (Without that, back-to-back headers of a
+/// large length had the scan checksum megabytes at every byte: 23 s for a 2 MiB segment,
+/// found by the `disk_segment` fuzz target.)
+fn decode_record(bytes: &[u8], at: usize, controls: &mut ControlBytes) -> Option<(u64, u32)> {
+    let header = bytes.get(at..at + HEADER)?;
     let word = |at: usize| {
         u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
@@ -312,8 +316,32 @@ fn decode_record(bytes: &[u8]) -> Option<(u64, u32)> {
     let seq = (u64::from(word(4)) << 32) | u64::from(word(8));
     let len = word(12);
     let crc = word(16);
-    let payload = bytes.get(HEADER..HEADER + len as usize)?;
+    let start = at + HEADER;
+    let payload = bytes.get(start..start + len as usize)?;
+    if controls.first_from(bytes, start) < start + payload.len() {
+        return None;
+    }
     (checksum(seq, len, payload) == crc).then_some((seq, len))
+}
+
+/// Where the next byte below 0x20 is. Asked with positions that only grow, it only scans
+/// forward: every byte of a segment is looked at once.
+#[derive(Default)]
+struct ControlBytes {
+    next: usize,
+}
+
+impl ControlBytes {
+    /// The position of the first byte below 0x20 at or after `from` (`bytes.len()` if none).
+    fn first_from(&mut self, bytes: &[u8], from: usize) -> usize {
+        if self.next < from {
+            self.next = from;
+        }
+        while self.next < bytes.len() && bytes[self.next] >= 0x20 {
+            self.next += 1;
+        }
+        self.next
+    }
 }
 
 /// What the scan of one segment found.
@@ -341,8 +369,9 @@ fn recover_segment(
     let mut intact_end = 0usize;
     let mut damaged = 0u64;
     let mut damage_from: Option<usize> = None;
+    let mut controls = ControlBytes::default();
     while at < bytes.len() {
-        match decode_record(&bytes[at..]) {
+        match decode_record(&bytes, at, &mut controls) {
             // A later number is fine after damage (the records between are lost); an earlier
             // or repeated one is not a record of this queue's sequence.
             Some((seq, len)) if seq == expected || (damage_from.is_some() && seq > expected) => {
@@ -413,6 +442,12 @@ mod tests {
         serde_json::to_vec(&serde_json::json!([{ "n": n }])).unwrap()
     }
 
+    /// Record `seq` of the batch `events(seq)`, as an append writes it.
+    fn record(seq: u64) -> Vec<u8> {
+        let payload = events(seq);
+        encode_record(seq, &payload, payload.len() as u32)
+    }
+
     fn seqs(recovery: &Recovery) -> Vec<u64> {
         recovery.records.iter().map(|r| r.seq).collect()
     }
@@ -436,8 +471,7 @@ mod tests {
             .append(true)
             .open(segment_path(dir.path(), last))
             .unwrap();
-        file.write_all(&encode_record(10, &events(10), 13)[..15])
-            .unwrap();
+        file.write_all(&record(10)[..15]).unwrap();
         drop((store, file));
 
         let (store, recovery) = DiskStore::open(dir.path(), 64).unwrap();
@@ -482,7 +516,7 @@ mod tests {
         // A whole, well-formed record with a number that does not follow, at the end.
         let path = segment_path(dir.path(), 0);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&encode_record(1, &events(1), 13)).unwrap();
+        file.write_all(&record(1)).unwrap();
         drop(file);
         let (_, recovery) = DiskStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(seqs(&recovery), vec![0, 1, 2]);
@@ -526,6 +560,28 @@ mod tests {
         assert!(recovery.cursors.is_empty());
         assert_eq!(recovery.next, 3);
         assert!(dir.path().join("cursors.json.unreadable").exists());
+    }
+
+    /// Back-to-back headers claiming 512 KiB each, over 1 MiB: a scan that checksummed every
+    /// candidate would go over hundreds of gigabytes.
+    #[test]
+    fn a_segment_of_fake_headers_is_scanned_once() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(filled(dir.path(), 1));
+        let mut fake = MAGIC.to_be_bytes().to_vec();
+        fake.extend_from_slice(&1u64.to_be_bytes());
+        fake.extend_from_slice(&(512u32 << 10).to_be_bytes());
+        fake.extend_from_slice(&0u32.to_be_bytes());
+        let path = segment_path(dir.path(), 0);
+        let mut bytes = fs::read(&path).unwrap();
+        while bytes.len() < 1 << 20 {
+            bytes.extend_from_slice(&fake);
+        }
+        // Not the last segment: its damage is skipped, not cut.
+        fs::write(&path, &bytes).unwrap();
+        fs::write(segment_path(dir.path(), 1), record(1)).unwrap();
+        let (_, recovery) = DiskStore::open(dir.path(), 64).unwrap();
+        assert_eq!(seqs(&recovery), vec![0, 1]);
     }
 
     #[test]
