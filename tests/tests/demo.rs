@@ -8,6 +8,11 @@ use std::process::Command;
 
 #[test]
 fn the_first_command_shows_the_product() {
+    // As root the demo's agent loads its eBPF backend and may mount tracefs: in a mount
+    // namespace of the test's own, that mount does not stay on the host.
+    if nix::unistd::geteuid().is_root() {
+        skiff_tests::private_mount_namespace();
+    }
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["xtask", "run", "--seconds", "15", "--json"])
         .current_dir(skiff_tests::workspace_root())
