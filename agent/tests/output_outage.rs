@@ -222,6 +222,8 @@ fn write_lines(path: &Path, range: std::ops::Range<u64>, per_second: u64) {
 static BROKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run_outage(queue: &str, disk_queue: Option<&Path>) {
+    // The agent's default backend is eBPF as root, which may mount tracefs.
+    skiff_tests::own_mounts();
     let kill_agent_midway = disk_queue.is_some();
     let brokers = require_peer!(env::KAFKA, "kafka");
     let _one_at_a_time = BROKER

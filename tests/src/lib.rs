@@ -89,6 +89,16 @@ pub fn ebpf_sandbox() -> bool {
     true
 }
 
+/// For a test that starts the agent with its default watch backend: as root, moves the calling
+/// thread into a mount namespace of its own ([`private_mount_namespace`]), so that the tracefs
+/// the agent's eBPF backend mounts goes away with the test instead of staying on the host.
+/// Without root the agent cannot mount anything, and nothing is done.
+pub fn own_mounts() {
+    if nix::unistd::geteuid().is_root() {
+        private_mount_namespace();
+    }
+}
+
 /// Moves the calling thread (not the rest of the test process: `unshare(CLONE_NEWNS)` implies
 /// `CLONE_FS`, which detaches only this thread) into a copy of its mount namespace, and makes
 /// every mount in the copy private, so that nothing mounted or unmounted in it reaches the

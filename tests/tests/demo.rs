@@ -8,11 +8,8 @@ use std::process::Command;
 
 #[test]
 fn the_first_command_shows_the_product() {
-    // As root the demo's agent loads its eBPF backend and may mount tracefs: in a mount
-    // namespace of the test's own, that mount does not stay on the host.
-    if nix::unistd::geteuid().is_root() {
-        skiff_tests::private_mount_namespace();
-    }
+    // The demo's agent may mount tracefs (its eBPF backend, as root).
+    skiff_tests::own_mounts();
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["xtask", "run", "--seconds", "15", "--json"])
         .current_dir(skiff_tests::workspace_root())

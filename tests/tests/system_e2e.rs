@@ -325,6 +325,9 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_is_made_production_ready_and_every_log_line_reaches_kafka_enriched() {
+    // The agent's default backend is eBPF as root, which may mount tracefs; the test's body
+    // (where the agent is started) runs on this thread.
+    skiff_tests::own_mounts();
     let kubeconfig = require_peer!(env::KUBECONFIG, "kube-apiserver");
     let brokers = require_peer!(env::KAFKA, "kafka");
     let geoip_city = require_peer!(env::GEOIP_CITY, "GeoLite2 City database");
